@@ -1,0 +1,247 @@
+"""`RandomTransform`: `ImageDataGenerator`'s random augmentation as a Keras layer."""
+
+import keras
+from keras import ops
+
+from gpuaug import colour, config as config_lib, matrices, sampling, warp
+
+
+def _to_python(value):
+    """Config values as plain JSON-friendly Python (lists, floats, ints)."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+@keras.saving.register_keras_serializable(package="gpuaug")
+class RandomTransform(keras.layers.Layer):
+    """Random rotation, shift, shear, zoom, flips, channel shift and brightness,
+    per image, with one resampling pass, inside the model.
+
+    The arguments are `ImageDataGenerator`'s, with the same meanings, forms
+    and defaults; the layer draws parameters from the same distributions and,
+    for given parameters, gives the pixels of `ImageDataGenerator.apply_transform`.
+
+    Args:
+        rotation_range: degrees; angle uniform in [-r, r].
+        width_shift_range, height_shift_range: a float (< 1: fraction of the
+            width/height; >= 1: pixels; uniform in [-f, f]), an int n (a whole
+            number of pixels in 0..n-1 with a random sign) or a list of
+            allowed values (one of them with a random sign; fractions if all
+            are below 1). Note `shift_axes`.
+        brightness_range: None or [lower, upper]: brightness factor uniform in
+            it, applied as the reference does through 8-bit PIL (so outputs
+            are whole levels). Needs 1, 3 or 4 channels.
+        shear_range: degrees (counter-clockwise shear angle), uniform in [-s, s].
+        zoom_range: a float z (factors in [1 - z, 1 + z]) or [lower, upper];
+            two independent factors for x and y; > 1 zooms out.
+        channel_shift_range: pixel units; one value added to all channels,
+            clipped to the image's own range.
+        fill_mode: "constant", "nearest" (default), "reflect" or "wrap", with
+            scipy's meaning (as the reference).
+        cval: the fill value for "constant", in pixel units.
+        horizontal_flip, vertical_flip: randomly flip half of the images.
+        interpolation_order: 0 (nearest) or 1 (bilinear, default).
+        data_format: "channels_last" or "channels_first"; defaults to
+            `keras.config.image_data_format()`.
+        shift_axes: "reference" (default) reproduces the reference's swap,
+            where `height_shift_range` moves images left/right and
+            `width_shift_range` up/down (tf-keras issue 310); "named" shifts
+            along the named axes.
+        center: "reference" (default) rotates, shears and zooms about the
+            reference's point (row w/2 - 0.5, col h/2 - 0.5, swapped for
+            non-square images); "image" uses the true image centre.
+        seed: int or None, for reproducible draws.
+
+    Call arguments:
+        images: (N, H, W, C) or one (H, W, C) image (channels first if so
+            configured), any float or integer dtype.
+        training: augment when True; otherwise return the input (cast to the
+            layer's compute dtype; no random draws, no resampling).
+
+    Output: same shape, in the layer's compute dtype (float32 by default),
+    since the reference generator yields floats too.
+    """
+
+    def __init__(
+        self,
+        rotation_range=0,
+        width_shift_range=0.0,
+        height_shift_range=0.0,
+        brightness_range=None,
+        shear_range=0.0,
+        zoom_range=0.0,
+        channel_shift_range=0.0,
+        fill_mode="nearest",
+        cval=0.0,
+        horizontal_flip=False,
+        vertical_flip=False,
+        interpolation_order=1,
+        data_format=None,
+        shift_axes="reference",
+        center="reference",
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.augmentation = config_lib.AugmentationConfig.from_arguments(
+            rotation_range=rotation_range,
+            width_shift_range=width_shift_range,
+            height_shift_range=height_shift_range,
+            brightness_range=brightness_range,
+            shear_range=shear_range,
+            zoom_range=zoom_range,
+            channel_shift_range=channel_shift_range,
+            fill_mode=fill_mode,
+            cval=cval,
+            horizontal_flip=horizontal_flip,
+            vertical_flip=vertical_flip,
+            interpolation_order=interpolation_order,
+            shift_axes=shift_axes,
+            center=center,
+        )
+        self.data_format = config_lib.standardize_data_format(
+            data_format, keras.config.image_data_format()
+        )
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise ValueError(f"`seed` must be an int or None. Received: {seed!r}")
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed, name="seed_generator")
+        self._arguments = {
+            "rotation_range": rotation_range,
+            "width_shift_range": _to_python(width_shift_range),
+            "height_shift_range": _to_python(height_shift_range),
+            "brightness_range": _to_python(brightness_range),
+            "shear_range": shear_range,
+            "zoom_range": _to_python(zoom_range),
+            "channel_shift_range": channel_shift_range,
+            "fill_mode": fill_mode,
+            "cval": cval,
+            "horizontal_flip": horizontal_flip,
+            "vertical_flip": vertical_flip,
+            "interpolation_order": interpolation_order,
+            "data_format": self.data_format,
+            "shift_axes": shift_axes,
+            "center": center,
+            "seed": seed,
+        }
+        self.supports_masking = False
+        self._convert_input_args = False
+        self._allow_non_tensor_positional_args = True
+
+    # Shapes --------------------------------------------------------------
+
+    def _check_images(self, images):
+        shape = ops.shape(images)
+        if len(shape) not in (3, 4):
+            layout = "(H, W, C)" if self.data_format == "channels_last" else "(C, H, W)"
+            raise ValueError(
+                "RandomTransform expects a batch of images of rank 4 or one "
+                f"image of rank 3 {layout}; received shape {tuple(shape)}."
+            )
+        channels = shape[-1] if self.data_format == "channels_last" else shape[-3]
+        if (
+            self.augmentation.brightness_range is not None
+            and isinstance(channels, int)
+            and channels not in config_lib.BRIGHTNESS_CHANNELS
+        ):
+            raise ValueError(
+                "`brightness_range` works on images with 1, 3 or 4 channels, "
+                f"as in the reference; received {channels} channels."
+            )
+        return shape
+
+    def _image_size(self, shape):
+        """(height, width) of a rank-3 or rank-4 shape in this data format."""
+        if self.data_format == "channels_last":
+            return shape[-3], shape[-2]
+        return shape[-2], shape[-1]
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    # Parameters and application ----------------------------------------
+
+    def get_random_transformation(self, images, seed=None):
+        """Draws one transformation per image of `images` (numpy or tensor).
+
+        Returns a dict with the keys and units of
+        `ImageDataGenerator.get_random_transform`: each value a float32
+        tensor of shape (N,) (flips boolean), colour keys None when unused.
+        For one rank-3 image, N = 1. `seed` overrides the layer's generator.
+        """
+        shape = self._check_images(images)
+        height, width = self._image_size(shape)
+        batch = shape[0] if len(shape) == 4 else 1
+        return sampling.sample_transformation(
+            self.augmentation,
+            batch,
+            height,
+            width,
+            seed=self.seed_generator if seed is None else seed,
+        )
+
+    def transform_images(self, images, transformation):
+        """Applies a given transformation dict to `images` (numpy or tensor).
+
+        `transformation` holds scalars or (N,) values with the keys of
+        `get_random_transform` (missing keys: no change), e.g. one returned
+        by `get_random_transformation` or by the reference, so parameters can
+        be replayed on other inputs (a mask with `interpolation_order=0`).
+        Geometry and flips are one matrix per image and one resampling.
+        """
+        shape = self._check_images(images)
+        images = ops.convert_to_tensor(images)
+        single = len(shape) == 3
+        if single:
+            images = images[None]
+        if self.data_format == "channels_first":
+            images = ops.transpose(images, (0, 2, 3, 1))
+        height, width = ops.shape(images)[1], ops.shape(images)[2]
+        if (isinstance(height, int) and height == 0) or (
+            isinstance(width, int) and width == 0
+        ):
+            outputs = ops.cast(images, "float32")
+        else:
+            outputs = self._apply(images, transformation, height, width)
+        if self.data_format == "channels_first":
+            outputs = ops.transpose(outputs, (0, 3, 1, 2))
+        if single:
+            outputs = outputs[0]
+        return ops.cast(outputs, self.compute_dtype)
+
+    def _apply(self, images, transformation, height, width):
+        augmentation = self.augmentation
+        transform = matrices.transform_matrices(
+            transformation,
+            height,
+            width,
+            shift_axes=augmentation.shift_axes,
+            center=augmentation.center,
+        )
+        outputs = warp.warp_images(
+            images,
+            transform,
+            fill_mode=augmentation.fill_mode,
+            cval=augmentation.cval,
+            interpolation_order=augmentation.interpolation_order,
+        )
+        intensity = transformation.get("channel_shift_intensity")
+        if intensity is not None:
+            outputs = colour.channel_shift(outputs, intensity)
+        brightness = transformation.get("brightness")
+        if brightness is not None:
+            outputs = colour.brightness_shift(outputs, brightness)
+        return outputs
+
+    def call(self, images, training=None):
+        if not training:
+            return ops.cast(images, self.compute_dtype)
+        return self.transform_images(images, self.get_random_transformation(images))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(self._arguments)
+        return config

@@ -1,0 +1,103 @@
+"""Per-image 3x3 matrices composed exactly as the reference composes them.
+
+Convention: a matrix maps an OUTPUT pixel, as homogeneous (x, y, 1) with
+x = column index and y = row index, to the INPUT point sampled there (the
+"pull" direction of `scipy.ndimage.affine_transform`).
+
+The reference (`apply_affine_transform`) builds rotation . shift . shear . zoom,
+conjugates it by an offset to the centre and applies flips after the warp; here
+the flips are folded in, so one matrix describes the whole geometric change.
+Two reference quirks are reproduced by default (see `shift_axes`, `center`).
+"""
+
+import math
+
+from keras import ops
+
+
+def _per_image(value, like):
+    """A scalar or (N,) value as a float32 (N,) tensor shaped like `like`."""
+    return ops.cast(value, "float32") + ops.zeros_like(like)
+
+
+def transform_matrices(
+    transformation,
+    height,
+    width,
+    shift_axes="reference",
+    center="reference",
+):
+    """Composes one matrix per image from a transformation dict.
+
+    Args:
+        transformation: dict with (some of) the keys of
+            `get_random_transform`; missing keys take the reference's
+            defaults (no rotation, shift, shear, zoom 1, no flip). Values are
+            scalars or shape-(N,) arrays: `theta`, `shear` in degrees; `tx`,
+            `ty` in pixels; `zx`, `zy` factors (> 1 zooms out).
+        height, width: image size in pixels (ints or scalar tensors).
+        shift_axes: "reference" moves `tx` along the columns and `ty` along
+            the rows, as the reference does (`tx` comes from
+            `height_shift_range`: tf-keras issue 310); "named" moves `tx`
+            along the rows (height) and `ty` along the columns (width).
+        center: "reference" rotates, shears and zooms about the point
+            (row = width / 2 - 0.5, col = height / 2 - 0.5), as the
+            reference does (the two are swapped; only non-square images
+            notice); "image" uses the true centre.
+
+    Returns:
+        float32 tensor of shape (N, 3, 3), N = the batch size of the values
+        (1 if they are all scalars).
+    """
+    get = transformation.get
+    values = [get(k) for k in ("theta", "tx", "ty", "shear", "zx", "zy")]
+    like = ops.zeros((1,), "float32")
+    for value in values:
+        if value is not None and len(ops.shape(value)) > 0:
+            like = ops.zeros_like(ops.cast(value, "float32"))
+            break
+    defaults = (0.0, 0.0, 0.0, 0.0, 1.0, 1.0)
+    theta, tx, ty, shear, zx, zy = (
+        _per_image(d if v is None else v, like) for v, d in zip(values, defaults)
+    )
+    flips = [get(k) for k in ("flip_horizontal", "flip_vertical")]
+    flip_h, flip_v = (
+        _per_image(0.0 if f is None else f, like) > 0.5 for f in flips
+    )
+    height = ops.cast(height, "float32")
+    width = ops.cast(width, "float32")
+
+    theta = theta * (math.pi / 180.0)
+    shear = shear * (math.pi / 180.0)
+    cos_t, sin_t = ops.cos(theta), ops.sin(theta)
+    # Linear part: rotation . shear . zoom, in (x, y) = (column, row).
+    a00 = cos_t * zx
+    a01 = (-cos_t * ops.sin(shear) - sin_t * ops.cos(shear)) * zy
+    a10 = sin_t * zx
+    a11 = (-sin_t * ops.sin(shear) + cos_t * ops.cos(shear)) * zy
+    if shift_axes == "named":
+        tx, ty = ty, tx
+    # The shift is applied before shear and zoom, after the rotation.
+    t0 = cos_t * tx - sin_t * ty
+    t1 = sin_t * tx + cos_t * ty
+    if center == "reference":
+        ox, oy = height / 2.0 - 0.5, width / 2.0 - 0.5
+    else:
+        ox, oy = width / 2.0 - 0.5, height / 2.0 - 0.5
+    # Conjugate by the centre offset: p -> A (p - o) + t + o.
+    b0 = t0 + ox - (a00 * ox + a01 * oy)
+    b1 = t1 + oy - (a10 * ox + a11 * oy)
+    # Flips act on the output: x -> (width - 1) - x, y -> (height - 1) - y.
+    b0 = ops.where(flip_h, b0 + a00 * (width - 1.0), b0)
+    b1 = ops.where(flip_h, b1 + a10 * (width - 1.0), b1)
+    a00, a10 = ops.where(flip_h, -a00, a00), ops.where(flip_h, -a10, a10)
+    b0 = ops.where(flip_v, b0 + a01 * (height - 1.0), b0)
+    b1 = ops.where(flip_v, b1 + a11 * (height - 1.0), b1)
+    a01, a11 = ops.where(flip_v, -a01, a01), ops.where(flip_v, -a11, a11)
+    zeros, ones = ops.zeros_like(a00), ops.ones_like(a00)
+    rows = [
+        ops.stack([a00, a01, b0], axis=-1),
+        ops.stack([a10, a11, b1], axis=-1),
+        ops.stack([zeros, zeros, ones], axis=-1),
+    ]
+    return ops.stack(rows, axis=-2)
