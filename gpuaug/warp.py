@@ -55,21 +55,23 @@ def _pixel_index(index, size):
 
 
 def sample_points(coordinates, size, fill_mode, interpolation_order):
-    """Pixel indices and weights along one axis.
+    """Pixel indices along one axis and the fraction between them.
 
-    Returns (taps, inside): taps is a list of (int32 index, float32 weight)
-    pairs, one for order 0 and two for order 1; inside as in `_fold`.
+    Returns (indices, fraction, inside): one int32 index tensor for order 0
+    (fraction None), two (floor and floor + 1) for order 1; inside as in
+    `_fold`.
     """
     folded, inside = _fold(coordinates, size, fill_mode)
     if interpolation_order == 0:
-        return [(_pixel_index(ops.floor(folded + 0.5), size), None)], inside
+        return [_pixel_index(ops.floor(folded + 0.5), size)], None, inside
     start = ops.floor(folded)
-    fraction = folded - start
-    taps = [
-        (_pixel_index(start, size), 1.0 - fraction),
-        (_pixel_index(start + 1.0, size), fraction),
-    ]
-    return taps, inside
+    indices = [_pixel_index(start, size), _pixel_index(start + 1.0, size)]
+    return indices, folded - start, inside
+
+
+def _lerp(a, b, t):
+    """a + t (b - a): exact when a == b, so flat regions never overshoot."""
+    return a + t * (b - a)
 
 
 def warp_images(
@@ -96,24 +98,27 @@ def warp_images(
     m = ops.cast(matrices, "float32")[:, :2, :, None, None]
     x = m[:, 0, 0] * cols + m[:, 0, 1] * rows + m[:, 0, 2]
     y = m[:, 1, 0] * cols + m[:, 1, 1] * rows + m[:, 1, 2]
-    x_taps, x_inside = sample_points(x, width, fill_mode, interpolation_order)
-    y_taps, y_inside = sample_points(y, height, fill_mode, interpolation_order)
+    x_indices, x_fraction, x_inside = sample_points(
+        x, width, fill_mode, interpolation_order
+    )
+    y_indices, y_fraction, y_inside = sample_points(
+        y, height, fill_mode, interpolation_order
+    )
 
-    # One gather over the flattened batch: (N*H*W, C) rows.
+    # One gather over the flattened batch: rows of (N*H*W, C).
     pixels = ops.reshape(images, (-1, channels))
     first = ops.arange(batch, dtype="int32")[:, None, None] * (height * width)
-    indices, weights = [], []
-    for row, row_weight in y_taps:
-        for col, col_weight in x_taps:
-            indices.append(first + row * width + col)
-            if row_weight is not None:
-                weights.append(row_weight * col_weight)
+    indices = [
+        first + row * width + col for row in y_indices for col in x_indices
+    ]
     if len(indices) == 1:
         warped = ops.take(pixels, indices[0], axis=0)
     else:
-        gathered = ops.take(pixels, ops.stack(indices, axis=-1), axis=0)
-        weights = ops.stack(weights, axis=-1)[..., None]
-        warped = ops.sum(gathered * weights, axis=-2)
+        taps = ops.take(pixels, ops.stack(indices, axis=-1), axis=0)
+        x_fraction, y_fraction = x_fraction[..., None], y_fraction[..., None]
+        top = _lerp(taps[..., 0, :], taps[..., 1, :], x_fraction)
+        bottom = _lerp(taps[..., 2, :], taps[..., 3, :], x_fraction)
+        warped = _lerp(top, bottom, y_fraction)
     if fill_mode == "constant":
         inside = ops.logical_and(x_inside, y_inside)[..., None]
         warped = ops.where(inside, warped, ops.cast(cval, "float32"))
