@@ -1,12 +1,22 @@
 """gpuaug: ImageDataGenerator's augmentation as fused, per-sample Keras layers."""
 
+from gpuaug.compat import from_image_data_generator
 from gpuaug.layers import RandomTransform
 from gpuaug.matrices import transform_matrices
 from gpuaug.sampling import sample_transformation
+from gpuaug.standardization import (
+    FeaturewiseStandardization,
+    SamplewiseStandardization,
+    ZCAWhitening,
+)
 from gpuaug.warp import warp_images
 
 __all__ = [
+    "FeaturewiseStandardization",
     "RandomTransform",
+    "SamplewiseStandardization",
+    "ZCAWhitening",
+    "from_image_data_generator",
     "sample_transformation",
     "transform_matrices",
     "warp_images",

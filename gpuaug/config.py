@@ -158,6 +158,20 @@ class AugmentationConfig:
     shift_axes: str = "reference"
     center: str = "reference"
 
+    @property
+    def is_identity(self):
+        """True when no argument asks for any random change."""
+        return (
+            not self.rotation_range
+            and self.height_shift.kind == "none"
+            and self.width_shift.kind == "none"
+            and not self.shear_range
+            and self.zoom_range == (1.0, 1.0)
+            and not self.channel_shift_range
+            and self.brightness_range is None
+            and not (self.horizontal_flip or self.vertical_flip)
+        )
+
     @classmethod
     def from_arguments(
         cls,

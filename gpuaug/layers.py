@@ -237,7 +237,7 @@ class RandomTransform(keras.layers.Layer):
         return outputs
 
     def call(self, images, training=None):
-        if not training:
+        if not training or self.augmentation.is_identity:
             return ops.cast(images, self.compute_dtype)
         return self.transform_images(images, self.get_random_transformation(images))
 

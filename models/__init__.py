@@ -1,0 +1,1 @@
+"""Model builders and data loading for the training job (`train.py`)."""

@@ -1,0 +1,59 @@
+"""The classic Keras CIFAR-10 CNN, with augmentation as its first layers.
+
+Layer order follows `ImageDataGenerator`: augment raw pixels, then
+standardize (rescale to [0, 1] by default), then the network.
+"""
+
+import keras
+
+# The cifar10_cnn example's augmentation (shifts 0.1, horizontal flip, "nearest").
+DEFAULT_AUGMENTATION = dict(
+    width_shift_range=0.1,
+    height_shift_range=0.1,
+    horizontal_flip=True,
+    fill_mode="nearest",
+)
+
+
+def build_cifar10_model(
+    augmentation=(),
+    standardization=None,
+    input_shape=(32, 32, 3),
+    num_classes=10,
+    name="cifar10_cnn",
+):
+    """Builds (does not compile) the CIFAR-10 CNN.
+
+    Args:
+        augmentation: layers applied first, to raw pixels (e.g.
+            `[gpuaug.RandomTransform(...)]`, or `gpuaug.from_image_data_generator`'s
+            list); empty for no augmentation or when a generator augments
+            outside the model.
+        standardization: layers after augmentation; None means
+            `Rescaling(1/255)`, as `ImageDataGenerator(rescale=1/255)`.
+        input_shape: (height, width, channels) of raw images.
+        num_classes: size of the softmax output.
+
+    Returns:
+        A `keras.Model` taking raw pixels (any dtype) and returning class
+        probabilities.
+    """
+    if standardization is None:
+        standardization = [keras.layers.Rescaling(1.0 / 255.0, name="rescale")]
+    inputs = keras.Input(input_shape, name="images")
+    x = inputs
+    for layer in list(augmentation) + list(standardization):
+        x = layer(x)
+    x = keras.layers.Conv2D(32, 3, padding="same", activation="relu")(x)
+    x = keras.layers.Conv2D(32, 3, activation="relu")(x)
+    x = keras.layers.MaxPooling2D(2)(x)
+    x = keras.layers.Dropout(0.25)(x)
+    x = keras.layers.Conv2D(64, 3, padding="same", activation="relu")(x)
+    x = keras.layers.Conv2D(64, 3, activation="relu")(x)
+    x = keras.layers.MaxPooling2D(2)(x)
+    x = keras.layers.Dropout(0.25)(x)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dense(512, activation="relu")(x)
+    x = keras.layers.Dropout(0.5)(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax")(x)
+    return keras.Model(inputs, outputs, name=name)

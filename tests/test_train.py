@@ -1,0 +1,227 @@
+"""train.py end to end on the real CIFAR-10 subset: the three augmentation
+paths, export and reload, resume from checkpoints, loaders, error paths."""
+
+import pickle
+import subprocess
+import sys
+import tarfile
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+import train
+from conftest import CIFAR_DIR, REPO
+from models.data import DataError, load_data
+
+QUICK = ["--data-dir", str(CIFAR_DIR), "--limit", "256", "--epochs", "1",
+         "--batch-size", "64", "--verbose", "0"]
+
+
+def run_train(*extra):
+    return train.run(train.parse_args(QUICK + list(extra)))
+
+
+def run_cli(*args, timeout=300):
+    return subprocess.run([sys.executable, str(REPO / "train.py"), *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("augment, jit", [("gpu", "--jit-compile"), ("generator", "--no-jit-compile"),
+                                          ("none", "--no-jit-compile")])
+def test_train_end_to_end(augment, jit, capsys):
+    summary = run_train("--augment", augment, jit)
+    out = capsys.readouterr().out
+    assert summary["augment"] == augment and summary["train_images"] == 256
+    assert summary["epochs_run"] == 1 and summary["images_per_second"][0] > 0
+    assert 0.0 <= summary["test_accuracy"] <= 1.0
+    assert "epoch 1:" in out and "images/s" in out and "test accuracy:" in out
+    names = [layer.name for layer in summary["model"].layers]
+    assert ("augment" in names) == (augment == "gpu")
+
+
+def test_export_and_reload_give_the_same_predictions(tmp_path):
+    import tensorflow as tf
+
+    export = tmp_path / "export"
+    summary = run_train("--export", str(export), "--rotation-range", "10")
+    x_test = load_data(str(CIFAR_DIR))[1][0][:64].astype("float32")
+    expected = summary["model"].predict(x_test, verbose=0)
+    assert sorted(p.name for p in export.iterdir()) == ["model.keras", "saved_model"]
+    reloaded = keras.models.load_model(export / "model.keras")
+    np.testing.assert_allclose(reloaded.predict(x_test, verbose=0), expected, rtol=1e-5, atol=1e-6)
+    served = tf.saved_model.load(str(export / "saved_model"))
+    np.testing.assert_allclose(served.serve(x_test).numpy(), expected, rtol=1e-5, atol=1e-6)
+    # The inference graph contains no augmentation: no random ops, no gathers.
+    graph = served.serve.get_concrete_function(
+        tf.TensorSpec([None, 32, 32, 3], tf.float32)).graph.as_graph_def()
+    op_types = {node.op for f in graph.library.function for node in f.node_def} | {n.op for n in graph.node}
+    assert not any("Random" in op or "Gather" in op for op in op_types), op_types
+
+
+def test_export_is_atomic_and_keeps_the_previous_export(tmp_path, monkeypatch):
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "model.keras").write_text("previous export")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(model, "export", full_disk)
+    with pytest.raises(train.UsageError, match="No space left on device"):
+        train.export_model(model, export)
+    assert (export / "model.keras").read_text() == "previous export"
+    assert [p.name for p in tmp_path.iterdir()] == ["export"]  # no partial folders left
+
+    monkeypatch.undo()
+    train.export_model(model, export)  # succeeds: replaces the previous export
+    assert sorted(p.name for p in export.iterdir()) == ["model.keras", "saved_model"]
+    assert [p.name for p in tmp_path.iterdir()] == ["export"]
+
+
+def test_resume_from_checkpoint_after_interruption(tmp_path, capsys):
+    checkpoints = tmp_path / "checkpoints"
+    first = run_train("--epochs", "1", "--checkpoint-dir", str(checkpoints))
+    assert first["epochs_run"] == 1 and (checkpoints / "training_metadata.json").exists()
+    capsys.readouterr()
+    # The run "was interrupted" after epoch 1 of 3: rerun with the same directory.
+    resumed = run_train("--epochs", "3", "--checkpoint-dir", str(checkpoints))
+    out = capsys.readouterr().out
+    assert "1 epoch(s) already done" in out
+    assert resumed["epochs_run"] == 2 and "epoch 2:" in out and "epoch 1:" not in out
+
+
+def test_resume_restores_the_trained_weights(tmp_path):
+    checkpoints = tmp_path / "checkpoints"
+    first = run_train("--checkpoint-dir", str(checkpoints))
+    weights = [w.copy() for w in first["model"].get_weights()]
+    again = run_train("--checkpoint-dir", str(checkpoints))  # nothing left to train
+    assert again["epochs_run"] == 0
+    for a, b in zip(weights, again["model"].get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+# Loaders ---------------------------------------------------------------------
+
+def test_archive_and_folder_layouts_load_the_same_data(tmp_path):
+    expected = load_data(str(CIFAR_DIR))
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(CIFAR_DIR, arcname="cifar-10-batches-py")
+    for source in (archive, tmp_path, CIFAR_DIR.parent):
+        (x_train, y_train), (x_test, y_test) = load_data(str(source))
+        np.testing.assert_array_equal(x_train, expected[0][0])
+        np.testing.assert_array_equal(y_test, expected[1][1])
+    assert expected[0][0].shape == (5000, 32, 32, 3) and expected[0][0].dtype == np.uint8
+
+
+def write_image_folder(root, images, labels, names=("cat", "dog", "ship")):
+    for i, (image, label) in enumerate(zip(images, labels)):
+        folder = root / names[label]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(folder / f"{i:04d}.png")
+
+
+def test_image_folder_loader_and_training_on_it(tmp_path, capsys):
+    (x, y), _ = load_data(str(CIFAR_DIR))
+    keep = y < 3
+    x, y = x[keep][:90], y[keep][:90]
+    write_image_folder(tmp_path / "train", x[:60], y[:60])
+    write_image_folder(tmp_path / "test", x[60:], y[60:])
+    (x_train, y_train), (x_test, y_test) = load_data(str(tmp_path))
+    assert x_train.shape == (60, 32, 32, 3) and x_test.shape == (30, 32, 32, 3)
+    assert sorted(set(y_train)) == [0, 1, 2]
+    # PNG is lossless: the pixels come back exactly (sorted by class, then name).
+    order = np.lexsort((np.arange(60), y[:60]))
+    np.testing.assert_array_equal(x_train, x[:60][order])
+    summary = train.run(train.parse_args(
+        ["--data-dir", str(tmp_path), "--epochs", "1", "--batch-size", "16", "--verbose", "0"]))
+    assert summary["model"].output_shape == (None, 3)
+    # Class folders without train/test: a seeded 20% hold-out.
+    (a_train, _), (a_test, _) = load_data(str(tmp_path / "train"), seed=1)
+    assert len(a_train) == 48 and len(a_test) == 12
+
+
+def test_image_folder_resizes_to_image_size(tmp_path):
+    write_image_folder(tmp_path, [np.zeros((20, 30, 3), np.uint8)] * 4, [0, 0, 1, 1])
+    (x_train, _), (x_test, _) = load_data(str(tmp_path), image_size=(16, 24))
+    assert x_train.shape[1:] == (16, 24, 3) and len(x_train) + len(x_test) == 4
+
+
+# Error paths: one line, exit 2, no traceback -------------------------------
+
+def assert_one_line_error(result, *fragments):
+    assert result.returncode == 2, result.stderr
+    lines = [l for l in result.stderr.splitlines() if l.startswith("train.py")]
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_missing_data_dir(tmp_path):
+    result = run_cli("--data-dir", str(tmp_path / "nowhere"))
+    assert_one_line_error(result, "does not exist", "--data-dir")
+
+
+def test_folder_without_data(tmp_path):
+    (tmp_path / "empty").mkdir()
+    assert_one_line_error(run_cli("--data-dir", str(tmp_path / "empty")), "no class sub-folders")
+
+
+def test_corrupted_batch_file(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    (folder / "data_batch_1").write_bytes(b"\x80\x04 not a pickle")
+    (folder / "test_batch").write_bytes((CIFAR_DIR / "test_batch").read_bytes())
+    assert_one_line_error(run_cli("--data-dir", str(tmp_path)), "cannot read CIFAR-10 batch", "data_batch_1")
+
+
+def test_truncated_archive(tmp_path):
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(CIFAR_DIR, arcname="cifar-10-batches-py")
+    archive.write_bytes(archive.read_bytes()[:5000])
+    assert_one_line_error(run_cli("--data-dir", str(archive)), "cannot read archive")
+
+
+def test_batch_with_wrong_content(tmp_path):
+    (tmp_path / "data_batch_1").write_bytes(pickle.dumps({b"data": [1, 2, 3], b"labels": [0]}))
+    (tmp_path / "test_batch").write_bytes((CIFAR_DIR / "test_batch").read_bytes())
+    with pytest.raises(DataError, match="data_batch_1"):
+        load_data(str(tmp_path))
+
+
+def test_non_image_file_in_a_class_folder(tmp_path):
+    write_image_folder(tmp_path, [np.zeros((8, 8, 3), np.uint8)] * 2, [0, 1])
+    (tmp_path / "cat" / "notes.txt").write_text("not an image")
+    assert_one_line_error(run_cli("--data-dir", str(tmp_path)), "notes.txt", "not an image file")
+
+
+def test_corrupted_image_file(tmp_path):
+    write_image_folder(tmp_path, [np.zeros((8, 8, 3), np.uint8)] * 2, [0, 1])
+    (tmp_path / "dog" / "broken.png").write_bytes(b"\x89PNG broken")
+    assert_one_line_error(run_cli("--data-dir", str(tmp_path)), "cannot read image", "broken.png")
+
+
+def test_export_path_that_is_a_file(tmp_path):
+    target = tmp_path / "export"
+    target.write_text("a user's file")
+    result = run_cli("--data-dir", str(CIFAR_DIR), "--export", str(target))
+    assert_one_line_error(result, "is not a directory")
+    assert target.read_text() == "a user's file"
+
+
+def test_bad_numbers_are_usage_errors():
+    result = run_cli("--epochs", "0")
+    assert result.returncode == 2 and "--epochs must be >= 1" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_help_lists_the_flags():
+    result = run_cli("--help", timeout=60)
+    assert result.returncode == 0
+    for flag in ("--data-dir", "--augment", "--epochs", "--batch-size", "--seed", "--jit-compile",
+                 "--no-jit-compile", "--limit", "--export", "--checkpoint-dir", "--strategy"):
+        assert flag in result.stdout

@@ -1,0 +1,354 @@
+#!/usr/bin/env python3
+"""Train the classic Keras CIFAR-10 CNN with gpuaug's augmentation in the model.
+
+    python train.py                                   # CIFAR-10 (downloaded once)
+    python train.py --data-dir ../shared/data/cifar10-mini --epochs 1 --limit 1000
+    python train.py --augment generator               # the legacy ImageDataGenerator path
+    python train.py --export exports/cifar10 --checkpoint-dir runs/cifar10
+
+Errors (missing or unreadable data, an export that cannot be written) print
+one line and exit with status 2; nothing already written is lost.
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import shutil
+import sys
+import tempfile
+import time
+
+AUGMENT_CHOICES = ("gpu", "generator", "none")
+FILL_MODES = ("constant", "nearest", "reflect", "wrap")
+STRATEGIES = ("default", "mirrored", "multiworker")
+
+
+class UsageError(Exception):
+    """A problem the user can fix (data, paths); printed as one line, exit 2."""
+
+
+def shift_range(text):
+    """ImageDataGenerator's forms: an integer literal stays an int (whole
+    pixels 0..n-1 with a random sign); anything else is a float."""
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="train.py",
+        description="Train the Keras CIFAR-10 CNN with in-model GPU augmentation (gpuaug).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    data = parser.add_argument_group("data")
+    data.add_argument(
+        "--data-dir", default=None,
+        help="local data: a cifar-10-batches-py/ folder (or its parent), "
+        "cifar-10-python.tar.gz, or a folder of images with one sub-folder per "
+        "class (optionally under train/ and test/). Default: download with "
+        "keras.datasets.cifar10.load_data().",
+    )
+    data.add_argument("--limit", type=int, default=None, metavar="N", help="use the first N training images")
+    data.add_argument("--image-size", type=int, nargs=2, default=(32, 32), metavar=("H", "W"),
+                      help="size image folders are resized to")
+
+    augment = parser.add_argument_group("augmentation (ImageDataGenerator's arguments)")
+    augment.add_argument("--augment", choices=AUGMENT_CHOICES, default="gpu",
+                         help="gpu: gpuaug layers in the model; generator: ImageDataGenerator.flow "
+                         "with the same arguments; none: no augmentation")
+    augment.add_argument("--rotation-range", type=float, default=0.0, help="degrees")
+    augment.add_argument("--width-shift-range", type=shift_range, default=0.1,
+                         help="fraction (< 1), pixels (float >= 1), or an int n (whole pixels)")
+    augment.add_argument("--height-shift-range", type=shift_range, default=0.1, help="as --width-shift-range")
+    augment.add_argument("--shear-range", type=float, default=0.0, help="degrees")
+    augment.add_argument("--zoom-range", type=float, default=0.0, help="z: zoom factors in [1-z, 1+z]")
+    augment.add_argument("--channel-shift-range", type=float, default=0.0, help="pixel units (0..255)")
+    augment.add_argument("--brightness-range", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"))
+    augment.add_argument("--horizontal-flip", action=argparse.BooleanOptionalAction, default=True)
+    augment.add_argument("--vertical-flip", action=argparse.BooleanOptionalAction, default=False)
+    augment.add_argument("--fill-mode", choices=FILL_MODES, default="nearest")
+    augment.add_argument("--cval", type=float, default=0.0, help="fill value for --fill-mode constant")
+    augment.add_argument("--shift-axes", choices=("reference", "named"), default="reference",
+                         help="gpu only: 'named' fixes the reference's swapped shift axes")
+
+    training = parser.add_argument_group("training")
+    training.add_argument("--epochs", type=int, default=50)
+    training.add_argument("--batch-size", type=int, default=32, help="per replica")
+    training.add_argument("--learning-rate", type=float, default=1e-4, help="RMSprop, as in the Keras example")
+    training.add_argument("--seed", type=int, default=0)
+    training.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None,
+                          help="compile the training step with XLA (default: Keras' 'auto', which "
+                          "uses XLA on accelerators and not on CPU-only TensorFlow, where XLA "
+                          "convolutions are slower)")
+    training.add_argument("--strategy", choices=STRATEGIES, default="default",
+                          help="tf.distribute strategy (TensorFlow backend); on JAX, 'mirrored' "
+                          "uses keras.distribution.DataParallel over local devices")
+    training.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1, help="Keras progress bar")
+
+    output = parser.add_argument_group("output")
+    output.add_argument("--export", default=None, metavar="DIR",
+                        help="write DIR/model.keras and DIR/saved_model (inference only), atomically")
+    output.add_argument("--checkpoint-dir", default=None, metavar="DIR",
+                        help="checkpoint every epoch; rerun with the same DIR to resume")
+    output.add_argument("--metrics-json", default=None, metavar="FILE",
+                        help="write epoch times, images/s and test accuracy as JSON")
+    args = parser.parse_args(argv)
+    for name in ("limit", "epochs", "batch_size"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1 (got {value})")
+    return args
+
+
+def augmentation_arguments(args):
+    """ImageDataGenerator keyword arguments from the command line."""
+    return dict(
+        rotation_range=args.rotation_range,
+        width_shift_range=args.width_shift_range,
+        height_shift_range=args.height_shift_range,
+        shear_range=args.shear_range,
+        zoom_range=args.zoom_range,
+        channel_shift_range=args.channel_shift_range,
+        brightness_range=list(args.brightness_range) if args.brightness_range else None,
+        horizontal_flip=args.horizontal_flip,
+        vertical_flip=args.vertical_flip,
+        fill_mode=args.fill_mode,
+        cval=args.cval,
+    )
+
+
+def load_dataset(args):
+    from models.data import DataError, load_data
+
+    try:
+        (x_train, y_train), (x_test, y_test) = load_data(
+            args.data_dir, image_size=tuple(args.image_size), seed=args.seed
+        )
+    except DataError as error:
+        raise UsageError(str(error)) from None
+    if args.limit is not None:
+        x_train, y_train = x_train[: args.limit], y_train[: args.limit]
+    return (x_train, y_train), (x_test, y_test)
+
+
+def check_writable(path, flag):
+    """Fails early (before training) if `path`'s parent cannot be written."""
+    path = pathlib.Path(path).absolute()
+    parent = path if path.is_dir() else path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not os.access(parent, os.W_OK):
+        raise UsageError(f"{flag} {path}: {parent} is not writable")
+    if path.exists() and not path.is_dir() and flag != "--metrics-json":
+        raise UsageError(f"{flag} {path} exists and is not a directory")
+
+
+def export_model(model, export_dir):
+    """Writes model.keras and an inference SavedModel into `export_dir`.
+
+    Everything is written to a staging folder beside `export_dir` and moved
+    into place only when complete; an existing export is replaced only then,
+    and kept if anything fails.
+    """
+    import keras
+
+    target = pathlib.Path(export_dir).absolute()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(staging, 0o777 & ~umask)  # mkdtemp's 0700 would stick to the export
+    previous = target.parent / f".{target.name}.previous-{os.getpid()}"
+    try:
+        model.save(staging / "model.keras")
+        if keras.backend.backend() == "tensorflow":
+            model.export(str(staging / "saved_model"), format="tf_saved_model", verbose=False)
+        if target.exists():
+            os.rename(target, previous)
+        try:
+            os.rename(staging, target)
+        except BaseException:
+            if previous.exists():
+                os.rename(previous, target)
+            raise
+    except OSError as error:
+        raise UsageError(f"--export {target}: {error.strerror or error}; the previous export (if any) is unchanged") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(previous, ignore_errors=True)
+    return target
+
+
+def make_strategy(name):
+    """A tf.distribute strategy (TensorFlow), a Keras distribution (JAX), or None."""
+    import keras
+
+    if name == "default":
+        return None
+    if keras.backend.backend() == "jax":
+        if name == "multiworker":
+            raise UsageError("--strategy multiworker needs the TensorFlow backend; on JAX use "
+                             "keras.distribution with jax.distributed.initialize()")
+        keras.distribution.set_distribution(keras.distribution.DataParallel())
+        return None
+    import tensorflow as tf
+
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+def replicas_in_sync(strategy):
+    import keras
+
+    if strategy is not None:
+        return strategy.num_replicas_in_sync
+    distribution = keras.distribution.distribution() if keras.backend.backend() == "jax" else None
+    return len(distribution.device_mesh.devices.ravel()) if distribution is not None else 1
+
+
+def run(args):
+    """Trains, evaluates and exports; returns a summary dict (with the model)."""
+    (x_train, y_train), (x_test, y_test) = load_dataset(args)
+    for path, flag in ((args.export, "--export"), (args.checkpoint_dir, "--checkpoint-dir"),
+                       (args.metrics_json, "--metrics-json")):
+        if path:
+            check_writable(path, flag)
+
+    import keras
+
+    import gpuaug
+    from models.cifar10 import build_cifar10_model
+
+    keras.utils.set_random_seed(args.seed)
+    strategy = make_strategy(args.strategy)
+    replicas = replicas_in_sync(strategy)
+    global_batch = args.batch_size * replicas
+    num_classes = int(max(y_train.max(), y_test.max())) + 1
+    aug_kwargs = augmentation_arguments(args)
+
+    scope = strategy.scope() if strategy is not None else _nullcontext()
+    with scope:
+        augmentation = []
+        if args.augment == "gpu":
+            augmentation = [gpuaug.RandomTransform(**aug_kwargs, shift_axes=args.shift_axes,
+                                                   seed=args.seed, name="augment")]
+        model = build_cifar10_model(augmentation, input_shape=x_train.shape[1:], num_classes=num_classes)
+        model.compile(
+            optimizer=keras.optimizers.RMSprop(learning_rate=args.learning_rate),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+            jit_compile="auto" if args.jit_compile is None else args.jit_compile,
+        )
+
+    callbacks = [EpochReport(len(x_train))]
+    initial_epoch = 0
+    if args.checkpoint_dir:
+        initial_epoch = finished_epochs(args.checkpoint_dir)
+        if initial_epoch:
+            print(f"resuming from {args.checkpoint_dir}: {initial_epoch} epoch(s) already done", flush=True)
+        callbacks.append(keras.callbacks.BackupAndRestore(
+            args.checkpoint_dir, delete_checkpoint=False, double_checkpoint=True
+        ))
+
+    print(f"training on {len(x_train)} images ({args.augment} augmentation, batch {global_batch}, "
+          f"{replicas} replica(s), jit_compile={model.jit_compile}, backend {keras.backend.backend()})",
+          flush=True)
+    if args.augment == "generator":
+        from keras.src.legacy.preprocessing.image import ImageDataGenerator
+
+        flow = ImageDataGenerator(**aug_kwargs).flow(
+            x_train, y_train, batch_size=global_batch, shuffle=True, seed=args.seed
+        )
+        model.fit(flow, epochs=args.epochs, callbacks=callbacks, verbose=args.verbose)
+    else:
+        model.fit(x_train, y_train, batch_size=global_batch, epochs=args.epochs,
+                  callbacks=callbacks, verbose=args.verbose, shuffle=True)
+
+    _, accuracy = model.evaluate(x_test, y_test, batch_size=max(global_batch, 256), verbose=0)
+    print(f"test accuracy: {accuracy:.4f}", flush=True)
+    summary = {
+        "augment": args.augment,
+        "backend": keras.backend.backend(),
+        "train_images": len(x_train),
+        "epochs_run": len(callbacks[0].seconds),
+        "epoch_seconds": callbacks[0].seconds,
+        "images_per_second": [len(x_train) / s for s in callbacks[0].seconds],
+        "test_accuracy": float(accuracy),
+        "replicas": replicas,
+    }
+    if args.export:
+        print(f"exported to {export_model(model, args.export)}", flush=True)
+    if args.metrics_json:
+        pathlib.Path(args.metrics_json).write_text(json.dumps(summary, indent=2))
+    summary["model"] = model
+    return summary
+
+
+def finished_epochs(checkpoint_dir):
+    try:
+        metadata = pathlib.Path(checkpoint_dir) / "training_metadata.json"
+        return int(json.loads(metadata.read_text())["epoch"]) if metadata.exists() else 0
+    except (ValueError, KeyError, OSError) as error:
+        raise UsageError(f"--checkpoint-dir {checkpoint_dir}: unreadable checkpoint ({error})") from None
+
+
+class _nullcontext:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _epoch_report_class():
+    import keras
+
+    class EpochReport(keras.callbacks.Callback):
+        """Prints wall time and images/s after every epoch."""
+
+        def __init__(self, images_per_epoch):
+            super().__init__()
+            self.images_per_epoch = images_per_epoch
+            self.seconds = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            seconds = time.perf_counter() - self._start
+            self.seconds.append(seconds)
+            logs = logs or {}
+            print(f"epoch {epoch + 1}: {seconds:.2f} s, {self.images_per_epoch / seconds:,.0f} images/s, "
+                  f"loss {logs.get('loss', float('nan')):.4f}, accuracy {logs.get('accuracy', float('nan')):.4f}",
+                  flush=True)
+
+    return EpochReport
+
+
+def EpochReport(images_per_epoch):  # noqa: N802 - a class made lazily, to keep --help fast
+    return _epoch_report_class()(images_per_epoch)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        run(args)
+    except UsageError as error:
+        print(f"train.py: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        hint = f"; rerun with --checkpoint-dir {args.checkpoint_dir} to resume" if args.checkpoint_dir else ""
+        print(f"train.py: interrupted{hint}", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
