@@ -78,6 +78,9 @@ def parse_args(argv=None):
                          help="gpu only: 'named' fixes the reference's swapped shift axes")
 
     training = parser.add_argument_group("training")
+    training.add_argument("--model", choices=("cnn", "tiny"), default="cnn",
+                          help="cnn: the classic Keras CIFAR-10 CNN; tiny: a one-convolution model "
+                          "that stands in for a fast accelerator (benchmarks)")
     training.add_argument("--epochs", type=int, default=50)
     training.add_argument("--batch-size", type=int, default=32, help="per replica")
     training.add_argument("--learning-rate", type=float, default=1e-4, help="RMSprop, as in the Keras example")
@@ -224,7 +227,7 @@ def run(args):
     import keras
 
     import gpuaug
-    from models.cifar10 import build_cifar10_model
+    from models.cifar10 import BUILDERS
 
     keras.utils.set_random_seed(args.seed)
     strategy = make_strategy(args.strategy)
@@ -239,7 +242,7 @@ def run(args):
         if args.augment == "gpu":
             augmentation = [gpuaug.RandomTransform(**aug_kwargs, shift_axes=args.shift_axes,
                                                    seed=args.seed, name="augment")]
-        model = build_cifar10_model(augmentation, input_shape=x_train.shape[1:], num_classes=num_classes)
+        model = BUILDERS[args.model](augmentation, input_shape=x_train.shape[1:], num_classes=num_classes)
         model.compile(
             optimizer=keras.optimizers.RMSprop(learning_rate=args.learning_rate),
             loss="sparse_categorical_crossentropy",

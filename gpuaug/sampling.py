@@ -8,11 +8,6 @@ units, one value per image, from one `keras.random.uniform` call.
 from keras import ops
 from keras import random as keras_random
 
-# Columns of the single uniform draw.
-_THETA, _TX, _TX_SIGN, _TY, _TY_SIGN, _SHEAR, _ZX, _ZY = range(8)
-_FLIP_H, _FLIP_V, _CHANNEL_SHIFT, _BRIGHTNESS = range(8, 12)
-_NUM_DRAWS = 12
-
 TRANSFORMATION_KEYS = (
     "theta",
     "tx",
@@ -52,6 +47,34 @@ def _shift(spec, u_value, u_sign, size):
     return offset
 
 
+def _columns(config):
+    """Names of the uniform draws this configuration needs, in a fixed order.
+
+    Only these are drawn: random number generation is a noticeable part of
+    the layer's cost on some backends (TensorFlow's XLA on CPU)."""
+    needed = []
+    if config.rotation_range:
+        needed.append("theta")
+    for key, spec in (("tx", config.height_shift), ("ty", config.width_shift)):
+        if spec.kind != "none":
+            needed.append(key)
+        if spec.kind in ("integers", "choice"):
+            needed.append(key + "_sign")
+    if config.shear_range:
+        needed.append("shear")
+    if config.zoom_range != (1.0, 1.0):
+        needed += ["zx", "zy"]
+    if config.horizontal_flip:
+        needed.append("flip_horizontal")
+    if config.vertical_flip:
+        needed.append("flip_vertical")
+    if config.channel_shift_range:
+        needed.append("channel_shift_intensity")
+    if config.brightness_range is not None:
+        needed.append("brightness")
+    return needed
+
+
 def sample_transformation(config, batch_size, height, width, seed=None):
     """Draws one transformation per image.
 
@@ -66,35 +89,33 @@ def sample_transformation(config, batch_size, height, width, seed=None):
         `height_shift_range`, scaled by the height) and `ty` (from
         `width_shift_range`, scaled by the width) in pixels, `zx`, `zy` zoom
         factors, `flip_horizontal`/`flip_vertical` as booleans. The colour keys
-        are None when their range is unset, as in the reference.
+        are None when their range is unset, as in the reference. All the
+        uniform numbers come from one `keras.random.uniform` call.
     """
-    u = keras_random.uniform((batch_size, _NUM_DRAWS), seed=seed)
-    column = lambda i: u[:, i]  # noqa: E731
-    zeros = ops.zeros_like(column(0))
+    names = _columns(config)
+    zeros = ops.zeros((batch_size,), "float32")
+    if names:
+        u = keras_random.uniform((batch_size, len(names)), seed=seed)
+    column = lambda name: u[:, names.index(name)] if name in names else zeros  # noqa: E731
     rotation, shear = config.rotation_range, config.shear_range
     lower, upper = config.zoom_range
-    zoom = (lower, upper) != (1.0, 1.0)
     transformation = {
-        "theta": _uniform(column(_THETA), -rotation, rotation) if rotation else zeros,
-        "tx": _shift(config.height_shift, column(_TX), column(_TX_SIGN), height),
-        "ty": _shift(config.width_shift, column(_TY), column(_TY_SIGN), width),
-        "shear": _uniform(column(_SHEAR), -shear, shear) if shear else zeros,
-        "zx": _uniform(column(_ZX), lower, upper) if zoom else zeros + 1.0,
-        "zy": _uniform(column(_ZY), lower, upper) if zoom else zeros + 1.0,
-        "flip_horizontal": ops.logical_and(
-            column(_FLIP_H) < 0.5, config.horizontal_flip
-        ),
-        "flip_vertical": ops.logical_and(column(_FLIP_V) < 0.5, config.vertical_flip),
+        "theta": _uniform(column("theta"), -rotation, rotation),
+        "tx": _shift(config.height_shift, column("tx"), column("tx_sign"), height),
+        "ty": _shift(config.width_shift, column("ty"), column("ty_sign"), width),
+        "shear": _uniform(column("shear"), -shear, shear),
+        "zx": _uniform(column("zx"), lower, upper) if "zx" in names else zeros + 1.0,
+        "zy": _uniform(column("zy"), lower, upper) if "zy" in names else zeros + 1.0,
+        "flip_horizontal": ops.logical_and(column("flip_horizontal") < 0.5, config.horizontal_flip),
+        "flip_vertical": ops.logical_and(column("flip_vertical") < 0.5, config.vertical_flip),
         "channel_shift_intensity": None,
         "brightness": None,
     }
-    if config.channel_shift_range:
+    if "channel_shift_intensity" in names:
         limit = config.channel_shift_range
         transformation["channel_shift_intensity"] = _uniform(
-            column(_CHANNEL_SHIFT), -limit, limit
+            column("channel_shift_intensity"), -limit, limit
         )
-    if config.brightness_range is not None:
-        transformation["brightness"] = _uniform(
-            column(_BRIGHTNESS), *config.brightness_range
-        )
+    if "brightness" in names:
+        transformation["brightness"] = _uniform(column("brightness"), *config.brightness_range)
     return transformation

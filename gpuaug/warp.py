@@ -96,8 +96,10 @@ def warp_images(
     rows = ops.cast(ops.arange(height), "float32")[None, :, None]
     cols = ops.cast(ops.arange(width), "float32")[None, None, :]
     m = ops.cast(matrices, "float32")[:, :2, :, None, None]
-    x = m[:, 0, 0] * cols + m[:, 0, 1] * rows + m[:, 0, 2]
-    y = m[:, 1, 0] * cols + m[:, 1, 1] * rows + m[:, 1, 2]
+    # Separable: a per-column term (N, 1, W) plus a per-row term (N, H, 1),
+    # so each output pixel costs one addition per coordinate.
+    x = (m[:, 0, 0] * cols + m[:, 0, 2]) + m[:, 0, 1] * rows
+    y = (m[:, 1, 0] * cols + m[:, 1, 2]) + m[:, 1, 1] * rows
     x_indices, x_fraction, x_inside = sample_points(
         x, width, fill_mode, interpolation_order
     )

@@ -15,6 +15,17 @@ DEFAULT_AUGMENTATION = dict(
 )
 
 
+def _stem(augmentation, standardization, input_shape):
+    """Input, then augmentation layers, then standardization layers."""
+    if standardization is None:
+        standardization = [keras.layers.Rescaling(1.0 / 255.0, name="rescale")]
+    inputs = keras.Input(input_shape, name="images")
+    x = inputs
+    for layer in list(augmentation) + list(standardization):
+        x = layer(x)
+    return inputs, x
+
+
 def build_cifar10_model(
     augmentation=(),
     standardization=None,
@@ -38,12 +49,7 @@ def build_cifar10_model(
         A `keras.Model` taking raw pixels (any dtype) and returning class
         probabilities.
     """
-    if standardization is None:
-        standardization = [keras.layers.Rescaling(1.0 / 255.0, name="rescale")]
-    inputs = keras.Input(input_shape, name="images")
-    x = inputs
-    for layer in list(augmentation) + list(standardization):
-        x = layer(x)
+    inputs, x = _stem(augmentation, standardization, input_shape)
     x = keras.layers.Conv2D(32, 3, padding="same", activation="relu")(x)
     x = keras.layers.Conv2D(32, 3, activation="relu")(x)
     x = keras.layers.MaxPooling2D(2)(x)
@@ -57,3 +63,23 @@ def build_cifar10_model(
     x = keras.layers.Dropout(0.5)(x)
     outputs = keras.layers.Dense(num_classes, activation="softmax")(x)
     return keras.Model(inputs, outputs, name=name)
+
+
+def build_tiny_model(
+    augmentation=(),
+    standardization=None,
+    input_shape=(32, 32, 3),
+    num_classes=10,
+    name="tiny",
+):
+    """A deliberately tiny model (one strided 8-filter convolution): it trains
+    much faster than a CPU generator augments, standing in for a fast
+    accelerator in benchmarks. Same arguments as `build_cifar10_model`."""
+    inputs, x = _stem(augmentation, standardization, input_shape)
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+BUILDERS = {"cnn": build_cifar10_model, "tiny": build_tiny_model}
