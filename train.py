@@ -189,7 +189,12 @@ def export_model(model, export_dir):
 
 
 def make_strategy(name):
-    """A tf.distribute strategy (TensorFlow), a Keras distribution (JAX), or None."""
+    """A tf.distribute strategy (TensorFlow), a Keras distribution (JAX), or None.
+
+    mirrored: every local GPU, or every logical CPU device when there is no GPU;
+    multiworker: MultiWorkerMirroredStrategy, configured by TF_CONFIG.
+    On JAX, mirrored uses keras.distribution.DataParallel over all devices.
+    """
     import keras
 
     if name == "default":
@@ -200,11 +205,25 @@ def make_strategy(name):
                              "keras.distribution with jax.distributed.initialize()")
         keras.distribution.set_distribution(keras.distribution.DataParallel())
         return None
+    if keras.backend.backend() != "tensorflow":
+        raise UsageError(f"--strategy {name} needs the TensorFlow or JAX backend")
     import tensorflow as tf
 
     if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy([d.name for d in devices])
     return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+def is_chief(strategy):
+    """False only on the non-chief workers of a multi-worker strategy."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return True
+    cluster = resolver.cluster_spec().as_dict()
+    if "chief" in cluster:
+        return resolver.task_type == "chief"
+    return resolver.task_type == "worker" and resolver.task_id == 0
 
 
 def replicas_in_sync(strategy):
@@ -286,9 +305,12 @@ def run(args):
         "test_accuracy": float(accuracy),
         "replicas": replicas,
     }
-    if args.export:
+    chief = is_chief(strategy)
+    if args.export and chief:
         print(f"exported to {export_model(model, args.export)}", flush=True)
-    if args.metrics_json:
+    elif args.export:
+        print("not the chief worker: the chief writes the export", flush=True)
+    if args.metrics_json and chief:
         pathlib.Path(args.metrics_json).write_text(json.dumps(summary, indent=2))
     summary["model"] = model
     return summary

@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from gpuaug import colour, config as config_lib, matrices, sampling, warp
+from gpuaug.distribute import ReplicaSeedGenerator
 
 
 def _to_python(value):
@@ -108,7 +109,9 @@ class RandomTransform(keras.layers.Layer):
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise ValueError(f"`seed` must be an int or None. Received: {seed!r}")
         self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed, name="seed_generator")
+        # Draws differ between replicas of a tf.distribute strategy (see
+        # gpuaug.distribute); outside one this is a plain SeedGenerator.
+        self.seed_generator = ReplicaSeedGenerator(seed, name="seed_generator")
         self._arguments = {
             "rotation_range": rotation_range,
             "width_shift_range": _to_python(width_shift_range),
