@@ -141,15 +141,21 @@ def load_dataset(args):
 
 
 def check_writable(path, flag):
-    """Fails early (before training) if `path`'s parent cannot be written."""
+    """Fails early (before training) if `path` could not be written: it is a
+    file where a folder is expected, or its nearest existing folder does not
+    accept a new file (permissions, a read-only or full file system). Writes
+    and removes one temporary file; creates nothing else."""
     path = pathlib.Path(path).absolute()
-    parent = path if path.is_dir() else path.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not os.access(parent, os.W_OK):
-        raise UsageError(f"{flag} {path}: {parent} is not writable")
     if path.exists() and not path.is_dir() and flag != "--metrics-json":
         raise UsageError(f"{flag} {path} exists and is not a directory")
+    folder = path if path.is_dir() else path.parent
+    while not folder.exists():
+        folder = folder.parent
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise UsageError(f"{flag} {path}: cannot write in {folder} ({error.strerror or error})") from None
 
 
 def export_model(model, export_dir):
@@ -162,13 +168,14 @@ def export_model(model, export_dir):
     import keras
 
     target = pathlib.Path(export_dir).absolute()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(staging, 0o777 & ~umask)  # mkdtemp's 0700 would stick to the export
     previous = target.parent / f".{target.name}.previous-{os.getpid()}"
+    staging = None
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(staging, 0o777 & ~umask)  # mkdtemp's 0700 would stick to the export
         model.save(staging / "model.keras")
         if keras.backend.backend() == "tensorflow":
             model.export(str(staging / "saved_model"), format="tf_saved_model", verbose=False)
@@ -183,7 +190,8 @@ def export_model(model, export_dir):
     except OSError as error:
         raise UsageError(f"--export {target}: {error.strerror or error}; the previous export (if any) is unchanged") from None
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(previous, ignore_errors=True)
     return target
 
@@ -273,6 +281,7 @@ def run(args):
     initial_epoch = 0
     if args.checkpoint_dir:
         initial_epoch = finished_epochs(args.checkpoint_dir)
+        check_checkpoint_weights(model, args.checkpoint_dir)
         if initial_epoch:
             print(f"resuming from {args.checkpoint_dir}: {initial_epoch} epoch(s) already done", flush=True)
         callbacks.append(keras.callbacks.BackupAndRestore(
@@ -314,6 +323,21 @@ def run(args):
         pathlib.Path(args.metrics_json).write_text(json.dumps(summary, indent=2))
     summary["model"] = model
     return summary
+
+
+def check_checkpoint_weights(model, checkpoint_dir):
+    """A checkpoint that cannot be loaded stops the run with one line, before
+    training, and is left as it is (never overwritten)."""
+    weights = pathlib.Path(checkpoint_dir) / "latest.weights.h5"
+    if not weights.exists():
+        return
+    try:
+        model.load_weights(weights)
+    except Exception as error:  # noqa: BLE001 - h5py, OSError, ValueError: all mean unreadable
+        raise UsageError(
+            f"--checkpoint-dir {checkpoint_dir}: cannot load {weights.name} "
+            f"({type(error).__name__}); it is left untouched: move it away or use another directory"
+        ) from None
 
 
 def finished_epochs(checkpoint_dir):

@@ -203,10 +203,8 @@ class RandomTransform(keras.layers.Layer):
         if self.data_format == "channels_first":
             images = ops.transpose(images, (0, 2, 3, 1))
         height, width = ops.shape(images)[1], ops.shape(images)[2]
-        if (isinstance(height, int) and height == 0) or (
-            isinstance(width, int) and width == 0
-        ):
-            outputs = ops.cast(images, "float32")
+        if any(isinstance(d, int) and d == 0 for d in ops.shape(images)):
+            outputs = ops.cast(images, "float32")  # nothing to resample
         else:
             outputs = self._apply(images, transformation, height, width)
         if self.data_format == "channels_first":
