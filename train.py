@@ -284,14 +284,25 @@ def run(args):
         check_checkpoint_weights(model, args.checkpoint_dir)
         if initial_epoch:
             print(f"resuming from {args.checkpoint_dir}: {initial_epoch} epoch(s) already done", flush=True)
-        callbacks.append(keras.callbacks.BackupAndRestore(
-            args.checkpoint_dir, delete_checkpoint=False, double_checkpoint=True
-        ))
+        if args.strategy != "multiworker":  # the multi-worker loop checkpoints itself
+            callbacks.append(keras.callbacks.BackupAndRestore(
+                args.checkpoint_dir, delete_checkpoint=False, double_checkpoint=True
+            ))
 
     print(f"training on {len(x_train)} images ({args.augment} augmentation, batch {global_batch}, "
           f"{replicas} replica(s), jit_compile={model.jit_compile}, backend {keras.backend.backend()})",
           flush=True)
-    if args.augment == "generator":
+    chief = is_chief(strategy)
+    multiworker = args.strategy == "multiworker" and strategy is not None
+    if multiworker:
+        if args.augment == "generator":
+            raise UsageError("--augment generator is not supported with --strategy multiworker")
+        from models.training_loop import accuracy as local_accuracy, fit_multiworker
+
+        fit_multiworker(model, strategy, x_train, y_train, epochs=args.epochs,
+                        global_batch=global_batch, seed=args.seed, callbacks=callbacks[:1],
+                        checkpoint_dir=args.checkpoint_dir, initial_epoch=initial_epoch, chief=chief)
+    elif args.augment == "generator":
         from keras.src.legacy.preprocessing.image import ImageDataGenerator
 
         flow = ImageDataGenerator(**aug_kwargs).flow(
@@ -302,7 +313,10 @@ def run(args):
         model.fit(x_train, y_train, batch_size=global_batch, epochs=args.epochs,
                   callbacks=callbacks, verbose=args.verbose, shuffle=True)
 
-    _, accuracy = model.evaluate(x_test, y_test, batch_size=max(global_batch, 256), verbose=0)
+    if multiworker:
+        accuracy = local_accuracy(model, x_test, y_test)
+    else:
+        _, accuracy = model.evaluate(x_test, y_test, batch_size=max(global_batch, 256), verbose=0)
     print(f"test accuracy: {accuracy:.4f}", flush=True)
     summary = {
         "augment": args.augment,
@@ -314,7 +328,6 @@ def run(args):
         "test_accuracy": float(accuracy),
         "replicas": replicas,
     }
-    chief = is_chief(strategy)
     if args.export and chief:
         print(f"exported to {export_model(model, args.export)}", flush=True)
     elif args.export:

@@ -59,3 +59,53 @@ def test_train_data_parallel_on_jax_with_two_devices():
                       "XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
     assert "batch 64, 2 replica(s)" in out and "backend jax" in out
     assert "test accuracy:" in out
+
+
+def free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_two_workers(tmp_path, *extra, timeout=300):
+    """Two train.py worker processes on 127.0.0.1 under TF_CONFIG; both are
+    killed if they outlive `timeout`."""
+    cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
+    processes = []
+    for index in range(2):
+        env = dict(os.environ, PYTHONPATH=str(REPO),
+                   TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
+        log = open(tmp_path / f"worker{index}.log", "w")
+        processes.append((subprocess.Popen(
+            [sys.executable, str(REPO / "train.py"), *QUICK, "--strategy", "multiworker", *extra],
+            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT), log))
+    try:
+        codes = [p.wait(timeout=timeout) for p, _ in processes]
+    finally:
+        for process, log in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            log.close()
+    outputs = [(tmp_path / f"worker{i}.log").read_text() for i in range(2)]
+    assert codes == [0, 0], "\n".join(o[-3000:] for o in outputs)
+    return outputs
+
+
+def test_train_multiworker_two_local_processes(tmp_path):
+    export, checkpoints = tmp_path / "export", tmp_path / "checkpoints"
+    chief, worker = run_two_workers(tmp_path, "--export", str(export), "--checkpoint-dir", str(checkpoints))
+    for out in (chief, worker):
+        assert "batch 64, 2 replica(s)" in out and "epoch 1:" in out
+    epoch_line = lambda out: next(l for l in out.splitlines() if l.startswith("epoch 1:"))  # noqa: E731
+    # Synchronous training: both workers report the same loss and accuracy.
+    assert epoch_line(chief).split(", ", 2)[2] == epoch_line(worker).split(", ", 2)[2]
+    assert "exported to" in chief and "not the chief worker" in worker
+    assert sorted(p.name for p in export.iterdir()) == ["model.keras", "saved_model"]
+    assert json.loads((checkpoints / "training_metadata.json").read_text()) == {"epoch": 1}
+    # Resume: a second run to 2 epochs trains only epoch 2 on both workers.
+    resumed = run_two_workers(tmp_path, "--epochs", "2", "--checkpoint-dir", str(checkpoints))
+    for out in resumed:
+        assert "1 epoch(s) already done" in out and "epoch 2:" in out and "epoch 1:" not in out
