@@ -11,6 +11,7 @@ one line and exit with status 2; nothing already written is lost.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import pathlib
@@ -245,6 +246,9 @@ def replicas_in_sync(strategy):
 
 def run(args):
     """Trains, evaluates and exports; returns a summary dict (with the model)."""
+    multiworker = args.strategy == "multiworker"
+    if multiworker and args.augment == "generator":
+        raise UsageError("--augment generator is not supported with --strategy multiworker")
     (x_train, y_train), (x_test, y_test) = load_dataset(args)
     for path, flag in ((args.export, "--export"), (args.checkpoint_dir, "--checkpoint-dir"),
                        (args.metrics_json, "--metrics-json")):
@@ -263,7 +267,7 @@ def run(args):
     num_classes = int(max(y_train.max(), y_test.max())) + 1
     aug_kwargs = augmentation_arguments(args)
 
-    scope = strategy.scope() if strategy is not None else _nullcontext()
+    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     with scope:
         augmentation = []
         if args.augment == "gpu":
@@ -276,15 +280,16 @@ def run(args):
             metrics=["accuracy"],
             jit_compile="auto" if args.jit_compile is None else args.jit_compile,
         )
+        if args.checkpoint_dir:
+            check_checkpoint_weights(model, args.checkpoint_dir)
 
     callbacks = [EpochReport(len(x_train))]
     initial_epoch = 0
     if args.checkpoint_dir:
         initial_epoch = finished_epochs(args.checkpoint_dir)
-        check_checkpoint_weights(model, args.checkpoint_dir)
         if initial_epoch:
             print(f"resuming from {args.checkpoint_dir}: {initial_epoch} epoch(s) already done", flush=True)
-        if args.strategy != "multiworker":  # the multi-worker loop checkpoints itself
+        if not multiworker:  # the multi-worker loop checkpoints itself
             callbacks.append(keras.callbacks.BackupAndRestore(
                 args.checkpoint_dir, delete_checkpoint=False, double_checkpoint=True
             ))
@@ -293,10 +298,7 @@ def run(args):
           f"{replicas} replica(s), jit_compile={model.jit_compile}, backend {keras.backend.backend()})",
           flush=True)
     chief = is_chief(strategy)
-    multiworker = args.strategy == "multiworker" and strategy is not None
     if multiworker:
-        if args.augment == "generator":
-            raise UsageError("--augment generator is not supported with --strategy multiworker")
         from models.training_loop import accuracy as local_accuracy, fit_multiworker
 
         fit_multiworker(model, strategy, x_train, y_train, epochs=args.epochs,
@@ -345,6 +347,8 @@ def check_checkpoint_weights(model, checkpoint_dir):
     if not weights.exists():
         return
     try:
+        if not model.optimizer.built:  # so that its state loads too
+            model.optimizer.build(model.trainable_variables)
         model.load_weights(weights)
     except Exception as error:  # noqa: BLE001 - h5py, OSError, ValueError: all mean unreadable
         raise UsageError(
@@ -359,14 +363,6 @@ def finished_epochs(checkpoint_dir):
         return int(json.loads(metadata.read_text())["epoch"]) if metadata.exists() else 0
     except (ValueError, KeyError, OSError) as error:
         raise UsageError(f"--checkpoint-dir {checkpoint_dir}: unreadable checkpoint ({error})") from None
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _epoch_report_class():

@@ -108,7 +108,6 @@ class RandomTransform(keras.layers.Layer):
         )
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise ValueError(f"`seed` must be an int or None. Received: {seed!r}")
-        self.seed = seed
         # Draws differ between replicas of a tf.distribute strategy (see
         # gpuaug.distribute); outside one this is a plain SeedGenerator.
         self.seed_generator = ReplicaSeedGenerator(seed, name="seed_generator")
@@ -130,9 +129,6 @@ class RandomTransform(keras.layers.Layer):
             "center": center,
             "seed": seed,
         }
-        self.supports_masking = False
-        self._convert_input_args = False
-        self._allow_non_tensor_positional_args = True
 
     # Shapes --------------------------------------------------------------
 

@@ -42,6 +42,7 @@ def render(images, kwargs, draws, seed, path):
     from keras.src.legacy.preprocessing.image import ImageDataGenerator
 
     import gpuaug
+    from gpuaug.reference import reference_apply
 
     layer = gpuaug.RandomTransform(**kwargs, seed=seed)
     generator = ImageDataGenerator(**kwargs)
@@ -50,11 +51,7 @@ def render(images, kwargs, draws, seed, path):
     for d in range(draws):
         transformation = layer.get_random_transformation(images)
         ours = np.asarray(layer.transform_images(images, transformation))
-        params = {k: None if v is None else np.asarray(v) for k, v in transformation.items()}
-        reference = np.stack([
-            generator.apply_transform(image, {k: None if v is None else v[i].item() for k, v in params.items()})
-            for i, image in enumerate(images)
-        ])
+        reference = reference_apply(generator, images, transformation)
         worst = max(worst, float(np.abs(ours - reference).max()))
         columns += [(f"gpuaug #{d + 1}", ours), (f"reference #{d + 1}", reference)]
     fig, axes = plt.subplots(len(images), len(columns), figsize=(1.3 * len(columns), 1.3 * len(images)),

@@ -8,20 +8,6 @@ units, one value per image, from one `keras.random.uniform` call.
 from keras import ops
 from keras import random as keras_random
 
-TRANSFORMATION_KEYS = (
-    "theta",
-    "tx",
-    "ty",
-    "shear",
-    "zx",
-    "zy",
-    "flip_horizontal",
-    "flip_vertical",
-    "channel_shift_intensity",
-    "brightness",
-)
-
-
 def _uniform(u, lower, upper):
     return lower + (upper - lower) * u
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: the real reference generator and real CIFAR-10 files."""
+"""Shared fixtures: the real CIFAR-10 files in ../shared."""
 
 import os
 import pathlib
@@ -9,20 +9,6 @@ import pytest
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED = pathlib.Path(os.environ.get("GPUAUG_SHARED", REPO.parent / "shared"))
 CIFAR_DIR = SHARED / "data" / "cifar10-mini" / "cifar-10-batches-py"
-
-
-def reference_apply(generator, images, transformation):
-    """`ImageDataGenerator.apply_transform`, one image at a time, with the
-    per-image parameters of `transformation` (a dict of (N,) arrays or None)."""
-    params = {
-        key: None if value is None else np.asarray(value)
-        for key, value in transformation.items()
-    }
-    outputs = []
-    for i in range(len(images)):
-        one = {k: None if v is None else v[i].item() for k, v in params.items()}
-        outputs.append(generator.apply_transform(images[i], one))
-    return np.stack(outputs)
 
 
 @pytest.fixture(scope="session")

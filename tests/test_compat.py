@@ -10,7 +10,7 @@ import pytest
 from keras.src.legacy.preprocessing.image import ImageDataGenerator
 
 import gpuaug
-from conftest import reference_apply
+from gpuaug.reference import reference_apply
 
 
 @pytest.fixture(scope="module")

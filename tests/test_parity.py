@@ -15,7 +15,7 @@ import pytest
 from keras.src.legacy.preprocessing.image import ImageDataGenerator
 
 import gpuaug
-from conftest import reference_apply
+from gpuaug.reference import reference_apply
 
 TOLERANCE = 1e-3
 EDGE_FRACTION = 1e-3
