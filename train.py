@@ -12,6 +12,7 @@ one line and exit with status 2; nothing already written is lost.
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import os
 import pathlib
@@ -249,6 +250,9 @@ def run(args):
     multiworker = args.strategy == "multiworker"
     if multiworker and args.augment == "generator":
         raise UsageError("--augment generator is not supported with --strategy multiworker")
+    if args.augment == "generator" and importlib.util.find_spec("scipy") is None:
+        raise UsageError("--augment generator runs the legacy ImageDataGenerator, which needs scipy: "
+                         "pip install -r requirements-test.txt")
     (x_train, y_train), (x_test, y_test) = load_dataset(args)
     for path, flag in ((args.export, "--export"), (args.checkpoint_dir, "--checkpoint-dir"),
                        (args.metrics_json, "--metrics-json")):

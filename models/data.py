@@ -73,7 +73,10 @@ def load_cifar10_archive(path):
 def load_image_folder(folder, image_size=(32, 32)):
     """Images from one sub-folder per class (class names sorted -> labels 0..K-1),
     resized to `image_size` (height, width), RGB uint8."""
-    from PIL import Image, UnidentifiedImageError
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError:
+        raise DataError("reading a folder of images needs Pillow: pip install -r requirements-test.txt") from None
 
     folder = pathlib.Path(folder)
     classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
