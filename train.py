@@ -16,7 +16,6 @@ import importlib.util
 import json
 import os
 import pathlib
-import shutil
 import sys
 import tempfile
 import time
@@ -143,12 +142,16 @@ def load_dataset(args):
 
 
 def check_writable(path, flag):
-    """Fails early (before training) if `path` could not be written: it is a
-    file where a folder is expected, or its nearest existing folder does not
-    accept a new file (permissions, a read-only or full file system). Writes
-    and removes one temporary file; creates nothing else."""
+    """Fails early (before training) if `path` could not be written: a file
+    where a folder is expected (or the reverse for --metrics-json), or a
+    nearest existing folder that does not accept a new file (permissions, a
+    read-only or full file system). Writes and removes one temporary file;
+    creates nothing else."""
     path = pathlib.Path(path).absolute()
-    if path.exists() and not path.is_dir() and flag != "--metrics-json":
+    if flag == "--metrics-json":
+        if path.is_dir():
+            raise UsageError(f"{flag} {path} is a directory; give a file name, e.g. {path / 'metrics.json'}")
+    elif path.exists() and not path.is_dir():
         raise UsageError(f"{flag} {path} exists and is not a directory")
     folder = path if path.is_dir() else path.parent
     while not folder.exists():
@@ -160,42 +163,46 @@ def check_writable(path, flag):
         raise UsageError(f"{flag} {path}: cannot write in {folder} ({error.strerror or error})") from None
 
 
-def export_model(model, export_dir):
-    """Writes model.keras and an inference SavedModel into `export_dir`.
+def prepare_export(export_dir):
+    """Before training: refuses an --export folder whose model.keras or
+    saved_model is not an earlier export, and finishes (or discards) an
+    export that a killed run left half-installed there."""
+    from models import export
 
-    Everything is written to a staging folder beside `export_dir` and moved
-    into place only when complete; an existing export is replaced only then,
-    and kept if anything fails.
-    """
-    import keras
-
-    target = pathlib.Path(export_dir).absolute()
-    previous = target.parent / f".{target.name}.previous-{os.getpid()}"
-    staging = None
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(staging, 0o777 & ~umask)  # mkdtemp's 0700 would stick to the export
-        model.save(staging / "model.keras")
-        if keras.backend.backend() == "tensorflow":
-            model.export(str(staging / "saved_model"), format="tf_saved_model", verbose=False)
-        if target.exists():
-            os.rename(target, previous)
-        try:
-            os.rename(staging, target)
-        except BaseException:
-            if previous.exists():
-                os.rename(previous, target)
-            raise
+        export.check_target(export_dir)
+        outcome = export.recover(export_dir)
+    except export.ExportError as error:
+        raise UsageError(str(error)) from None
     except OSError as error:
-        raise UsageError(f"--export {target}: {error.strerror or error}; the previous export (if any) is unchanged") from None
-    finally:
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
-        shutil.rmtree(previous, ignore_errors=True)
-    return target
+        raise UsageError(f"--export {export_dir}: {error.strerror or error}") from None
+    if outcome == "installed":
+        print(f"--export {export_dir}: finished installing the export of an interrupted run", flush=True)
+    elif outcome == "discarded":
+        print(f"--export {export_dir}: removed the unfinished export of an interrupted run", flush=True)
+
+
+def export_model(model, export_dir):
+    """Writes model.keras and an inference SavedModel into `export_dir`
+    (see models/export.py: only those two entries are replaced)."""
+    from models import export
+
+    try:
+        return export.export_model(model, export_dir)
+    except export.ExportError as error:
+        raise UsageError(str(error)) from None
+
+
+def write_json_atomically(path, data):
+    """Writes `path` whole or not at all (a temporary file, then a rename)."""
+    path = pathlib.Path(path)
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        partial.write_text(json.dumps(data, indent=2))
+        os.replace(partial, path)
+    except OSError as error:
+        partial.unlink(missing_ok=True)
+        raise UsageError(f"cannot write {path}: {error.strerror or error}") from None
 
 
 def make_strategy(name):
@@ -267,6 +274,9 @@ def run(args):
     keras.utils.set_random_seed(args.seed)
     strategy = make_strategy(args.strategy)
     replicas = replicas_in_sync(strategy)
+    chief = is_chief(strategy)
+    if args.export and chief:
+        prepare_export(args.export)
     global_batch = args.batch_size * replicas
     num_classes = int(max(y_train.max(), y_test.max())) + 1
     aug_kwargs = augmentation_arguments(args)
@@ -284,15 +294,12 @@ def run(args):
             metrics=["accuracy"],
             jit_compile="auto" if args.jit_compile is None else args.jit_compile,
         )
+        initial_epoch = 0
         if args.checkpoint_dir:
-            check_checkpoint_weights(model, args.checkpoint_dir)
+            initial_epoch = restore_checkpoint(model, args.checkpoint_dir, repair=chief)
 
     callbacks = [EpochReport(len(x_train))]
-    initial_epoch = 0
     if args.checkpoint_dir:
-        initial_epoch = finished_epochs(args.checkpoint_dir)
-        if initial_epoch:
-            print(f"resuming from {args.checkpoint_dir}: {initial_epoch} epoch(s) already done", flush=True)
         if not multiworker:  # the multi-worker loop checkpoints itself
             callbacks.append(keras.callbacks.BackupAndRestore(
                 args.checkpoint_dir, delete_checkpoint=False, double_checkpoint=True
@@ -301,7 +308,6 @@ def run(args):
     print(f"training on {len(x_train)} images ({args.augment} augmentation, batch {global_batch}, "
           f"{replicas} replica(s), jit_compile={model.jit_compile}, backend {keras.backend.backend()})",
           flush=True)
-    chief = is_chief(strategy)
     if multiworker:
         from models.training_loop import accuracy as local_accuracy, fit_multiworker
 
@@ -339,34 +345,23 @@ def run(args):
     elif args.export:
         print("not the chief worker: the chief writes the export", flush=True)
     if args.metrics_json and chief:
-        pathlib.Path(args.metrics_json).write_text(json.dumps(summary, indent=2))
+        write_json_atomically(args.metrics_json, summary)
     summary["model"] = model
     return summary
 
 
-def check_checkpoint_weights(model, checkpoint_dir):
-    """A checkpoint that cannot be loaded stops the run with one line, before
-    training, and is left as it is (never overwritten)."""
-    weights = pathlib.Path(checkpoint_dir) / "latest.weights.h5"
-    if not weights.exists():
-        return
-    try:
-        if not model.optimizer.built:  # so that its state loads too
-            model.optimizer.build(model.trainable_variables)
-        model.load_weights(weights)
-    except Exception as error:  # noqa: BLE001 - h5py, OSError, ValueError: all mean unreadable
-        raise UsageError(
-            f"--checkpoint-dir {checkpoint_dir}: cannot load {weights.name} "
-            f"({type(error).__name__}); it is left untouched: move it away or use another directory"
-        ) from None
+def restore_checkpoint(model, checkpoint_dir, repair=True):
+    """Loads the newest usable state of --checkpoint-dir (models/checkpoints.py)
+    and returns the finished epochs; one line and exit 2 if none loads."""
+    from models.checkpoints import CheckpointError, restore
 
-
-def finished_epochs(checkpoint_dir):
     try:
-        metadata = pathlib.Path(checkpoint_dir) / "training_metadata.json"
-        return int(json.loads(metadata.read_text())["epoch"]) if metadata.exists() else 0
-    except (ValueError, KeyError, OSError) as error:
-        raise UsageError(f"--checkpoint-dir {checkpoint_dir}: unreadable checkpoint ({error})") from None
+        epochs, message = restore(model, checkpoint_dir, repair=repair)
+    except CheckpointError as error:
+        raise UsageError(str(error)) from None
+    if message:
+        print(message, flush=True)
+    return epochs
 
 
 def _epoch_report_class():

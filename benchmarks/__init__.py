@@ -1,0 +1,14 @@
+"""Benchmarks: printed tables, JSON and PNG results under benchmarks/results/."""
+
+import os
+import pathlib
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def repo_relative(path):
+    """`path` as recorded in a committed result: relative to the repository
+    root (POSIX separators), so no machine's absolute layout is kept."""
+    if not path:
+        return path
+    return pathlib.Path(os.path.relpath(pathlib.Path(path).resolve(), REPO)).as_posix()

@@ -20,7 +20,8 @@ import pathlib
 import statistics
 import sys
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+from benchmarks import REPO, repo_relative
+
 AUGMENTS = ("none", "generator", "gpu")
 SETTINGS = ["--rotation-range", "15", "--shear-range", "10", "--zoom-range", "0.1"]
 
@@ -103,7 +104,9 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     backend = rows[0]["backend"]
     (out / f"epoch_time-{backend}.json").write_text(json.dumps(
-        {"cpu_count": os.cpu_count(), "settings": SETTINGS, "args": vars(args), "rows": rows}, indent=2))
+        {"cpu_count": os.cpu_count(), "settings": SETTINGS,
+         "args": dict(vars(args), data_dir=repo_relative(args.data_dir), out=repo_relative(args.out)),
+         "rows": rows}, indent=2))
     plot(rows, out / f"epoch_time-{backend}.png")
     print(f"\nwrote {out}/epoch_time-{backend}.json and .png")
 

@@ -7,7 +7,9 @@ interpolation order, and for each geometric transform alone and all of them
 together (plus channel shift), the layer draws parameters, applies them, and
 the reference (`ImageDataGenerator.apply_transform`) applies the same ones.
 Reports the worst max |diff| (0..255 scale) and the fraction of values that
-differ by more than 1e-3 (the tests allow at most 0.1%).
+differ by more than 1e-3 (tests/test_parity.py requires none for geometry and
+channel shift). `--out` writes the table as JSON; benchmarks/results/parity.json
+is the committed report.
 """
 
 import argparse
@@ -16,8 +18,10 @@ import pathlib
 
 import numpy as np
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+from benchmarks import REPO, repo_relative
+
 TOLERANCE = 1e-3
+CVAL = 123.0
 TRANSFORMS = {
     "rotation": dict(rotation_range=60),
     "shifts": dict(width_shift_range=0.3, height_shift_range=0.3),
@@ -51,7 +55,7 @@ def main(argv=None):
         for order in (0, 1):
             worst, mismatched, total = 0.0, 0, 0
             for seed, kwargs in enumerate(TRANSFORMS.values()):
-                kwargs = dict(kwargs, fill_mode=mode, interpolation_order=order, cval=123.0)
+                kwargs = dict(kwargs, fill_mode=mode, interpolation_order=order, cval=CVAL)
                 layer = gpuaug.RandomTransform(**kwargs, seed=seed)
                 transformation = layer.get_random_transformation(images)
                 ours = np.asarray(layer.transform_images(images, transformation))
@@ -63,7 +67,12 @@ def main(argv=None):
                          "mismatch_fraction": mismatched / total, "values": total})
             print(f"| {mode} | {order} | {worst:.2e} | {mismatched / total:.4%} | {total:,} |", flush=True)
     if args.out:
-        pathlib.Path(args.out).write_text(json.dumps(rows, indent=2))
+        import keras
+
+        pathlib.Path(args.out).write_text(json.dumps(
+            {"backend": keras.backend.backend(), "data_dir": repo_relative(args.data_dir),
+             "images": args.images, "tolerance": TOLERANCE, "cval": CVAL,
+             "transforms": TRANSFORMS, "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":

@@ -50,20 +50,19 @@ def transform_matrices(
         (1 if they are all scalars).
     """
     get = transformation.get
-    values = [get(k) for k in ("theta", "tx", "ty", "shear", "zx", "zy")]
+    names = ("theta", "tx", "ty", "shear", "zx", "zy", "flip_horizontal", "flip_vertical")
+    values = [get(k) for k in names]
+    # N comes from any per-image value, flips included; scalars broadcast.
     like = ops.zeros((1,), "float32")
     for value in values:
         if value is not None and len(ops.shape(value)) > 0:
             like = ops.zeros_like(ops.cast(value, "float32"))
             break
-    defaults = (0.0, 0.0, 0.0, 0.0, 1.0, 1.0)
-    theta, tx, ty, shear, zx, zy = (
+    defaults = (0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0)
+    theta, tx, ty, shear, zx, zy, flip_h, flip_v = (
         _per_image(d if v is None else v, like) for v, d in zip(values, defaults)
     )
-    flips = [get(k) for k in ("flip_horizontal", "flip_vertical")]
-    flip_h, flip_v = (
-        _per_image(0.0 if f is None else f, like) > 0.5 for f in flips
-    )
+    flip_h, flip_v = flip_h > 0.5, flip_v > 0.5
     height = ops.cast(height, "float32")
     width = ops.cast(width, "float32")
 

@@ -81,7 +81,9 @@ def sample_transformation(config, batch_size, height, width, seed=None):
     names = _columns(config)
     zeros = ops.zeros((batch_size,), "float32")
     if names:
-        u = keras_random.uniform((batch_size, len(names)), seed=seed)
+        # float32 whatever `keras.config.floatx()` says: float16 draws would
+        # quantize angles and shifts.
+        u = keras_random.uniform((batch_size, len(names)), dtype="float32", seed=seed)
     column = lambda name: u[:, names.index(name)] if name in names else zeros  # noqa: E731
     rotation, shear = config.rotation_range, config.shear_range
     lower, upper = config.zoom_range

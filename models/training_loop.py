@@ -7,7 +7,8 @@ standard custom loop from TensorFlow's multi-worker guide instead: a
 distributed dataset sharded by data, `strategy.run` per step, the loss averaged
 over the global batch; Keras' optimizer all-reduces the gradients. Checkpoints
 use `BackupAndRestore`'s files (`latest.weights.h5`, `training_metadata.json`),
-written by the chief, read by every worker.
+each replaced atomically by the chief and read by every worker (train.py
+restores them before training).
 """
 
 import json
@@ -43,12 +44,11 @@ def _save_checkpoint(model, folder, epochs_done):
 def fit_multiworker(model, strategy, x, y, *, epochs, global_batch, seed, callbacks,
                     checkpoint_dir=None, initial_epoch=0, chief=True):
     """Trains `model` (compiled in `strategy.scope()`) for the epochs after
-    `initial_epoch`, calling the callbacks' epoch hooks with loss and accuracy."""
+    `initial_epoch` (its weights already restored from `checkpoint_dir` by
+    train.py), calling the callbacks' epoch hooks with loss and accuracy."""
     import keras
     import tensorflow as tf
 
-    if checkpoint_dir and initial_epoch:
-        model.load_weights(pathlib.Path(checkpoint_dir) / "latest.weights.h5")
     per_example_loss = keras.losses.SparseCategoricalCrossentropy(reduction=None)
     dataset = _distributed_dataset(strategy, x, y.astype("int64"), global_batch, seed)
 

@@ -109,3 +109,18 @@ def test_train_multiworker_two_local_processes(tmp_path):
     resumed = run_two_workers(tmp_path, "--epochs", "2", "--checkpoint-dir", str(checkpoints))
     for out in resumed:
         assert "1 epoch(s) already done" in out and "epoch 2:" in out and "epoch 1:" not in out
+
+
+def test_data_parallel_on_jax_draws_per_image_across_devices():
+    """Under DataParallel each device holds half of the batch; the images of
+    both halves get their own parameters (8 identical inputs, 8 different
+    outputs), and the sharded program draws what one device draws."""
+    out = python(str(REPO / "tests" / "jax_data_parallel_script.py"), "3",
+                 env={"KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu",
+                      "XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["devices"] == 2
+    images = [json.dumps(image) for image in result["distributed"]]
+    assert len(set(images)) == 8  # no two images, on one device or across them, share a draw
+    assert set(images[:4]).isdisjoint(images[4:])
+    assert result["distributed"] == result["single"]

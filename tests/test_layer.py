@@ -49,12 +49,35 @@ def test_training_augments_and_advances_the_seed():
 
 
 def test_model_predict_is_identity_and_fit_augments():
+    """Inside `fit` the layer augments (the loss of reproducing the input is
+    > 0); in `predict` and `evaluate` it is an identity (loss exactly 0)."""
     inputs = keras.Input((12, 16, 3))
-    model = keras.Model(inputs, gpuaug.RandomTransform(**AUGMENT, seed=2)(inputs))
+    augmented = gpuaug.RandomTransform(**AUGMENT, seed=2)(inputs)
+    # A frozen per-pixel identity, so that fit has a variable to update.
+    outputs = keras.layers.Dense(3, use_bias=False, kernel_initializer="identity")(augmented)
+    model = keras.Model(inputs, outputs)
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.0), loss="mse")
     x = images(8)
     np.testing.assert_array_equal(model.predict(x, verbose=0), x)
     np.testing.assert_array_equal(np.asarray(model(x, training=False)), x)
-    assert not np.allclose(np.asarray(model(x, training=True)), x)
+    history = model.fit(x, x, batch_size=8, epochs=2, verbose=0)
+    assert all(loss > 100.0 for loss in history.history["loss"])  # pixels moved
+    assert history.history["loss"][0] != history.history["loss"][1]  # new draws each step
+    assert model.evaluate(x, x, verbose=0) == 0.0
+
+
+def test_parameters_are_drawn_in_float32_whatever_floatx():
+    keras.config.set_floatx("float16")
+    try:
+        layer = gpuaug.RandomTransform(rotation_range=30, width_shift_range=0.2, seed=0)
+        transformation = layer.get_random_transformation(images(64))
+    finally:
+        keras.config.set_floatx("float32")
+    for key in ("theta", "ty"):
+        values = np.asarray(transformation[key])
+        assert values.dtype == np.float32
+        # float16 keeps 11 significant bits: float32 draws are not on its grid.
+        assert not np.array_equal(values, values.astype(np.float16).astype(np.float32))
 
 
 # Seeding ------------------------------------------------------------------

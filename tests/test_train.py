@@ -103,6 +103,57 @@ def test_resume_restores_the_trained_weights(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+def test_resume_restores_the_optimizer_state(tmp_path):
+    """The checkpoint carries RMSprop's moving averages and its step count,
+    and a resumed run starts from them, not from a fresh optimizer."""
+    checkpoints = tmp_path / "checkpoints"
+    first = run_train("--checkpoint-dir", str(checkpoints))
+    trained = [(v.path, np.array(v)) for v in first["model"].optimizer.variables]
+    assert trained[0][0].endswith("/iteration") and int(trained[0][1]) == 4  # 256 images / 64 per step
+    again = run_train("--checkpoint-dir", str(checkpoints))  # nothing left to train
+    restored = [np.array(v) for v in again["model"].optimizer.variables]
+    assert len(restored) == len(trained) > 2  # iteration, learning rate, one average per weight
+    for (path, value), loaded in zip(trained, restored):
+        np.testing.assert_array_equal(loaded, value, err_msg=path)
+    resumed = run_train("--epochs", "2", "--checkpoint-dir", str(checkpoints))
+    assert resumed["epochs_run"] == 1
+    assert int(resumed["model"].optimizer.iterations) == 8  # 4 restored + 4 new steps
+
+
+def truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def test_damaged_latest_checkpoint_resumes_from_the_backup(tmp_path, capsys):
+    checkpoints = tmp_path / "checkpoints"
+    run_train("--epochs", "2", "--checkpoint-dir", str(checkpoints))
+    after_epoch_1 = (checkpoints / "latest.weights.h5.bkp").read_bytes()
+    truncate(checkpoints / "latest.weights.h5")  # a crash while writing epoch 2's state
+    damaged = (checkpoints / "latest.weights.h5").read_bytes()
+    capsys.readouterr()
+    resumed = run_train("--epochs", "3", "--checkpoint-dir", str(checkpoints))
+    out = capsys.readouterr().out
+    assert "resuming from the backup checkpoint" in out and "1 epoch(s) already done" in out
+    assert resumed["epochs_run"] == 2 and "epoch 2:" in out and "epoch 1:" not in out
+    assert (checkpoints / "latest.weights.h5.damaged").read_bytes() == damaged  # kept
+    assert (checkpoints / "latest.weights.h5").read_bytes() != after_epoch_1  # epoch 3 written
+    assert (checkpoints / "training_metadata.json").read_text().count("3") >= 1
+
+
+def test_both_checkpoints_damaged_is_refused_and_kept(tmp_path):
+    checkpoints = tmp_path / "checkpoints"
+    run_train("--epochs", "2", "--checkpoint-dir", str(checkpoints))
+    truncate(checkpoints / "latest.weights.h5")
+    truncate(checkpoints / "latest.weights.h5.bkp")
+    before = {p.name: p.read_bytes() for p in checkpoints.iterdir()}
+    result = run_cli(*QUICK, "--epochs", "3", "--checkpoint-dir", str(checkpoints))
+    assert_one_line_error(result, "cannot load latest.weights.h5 ", "cannot load latest.weights.h5.bkp",
+                          "left untouched")
+    assert "epoch 1" not in result.stdout
+    assert {p.name: p.read_bytes() for p in checkpoints.iterdir()} == before
+
+
 # Loaders ---------------------------------------------------------------------
 
 def test_archive_and_folder_layouts_load_the_same_data(tmp_path):
@@ -211,6 +262,12 @@ def test_export_path_that_is_a_file(tmp_path):
     result = run_cli("--data-dir", str(CIFAR_DIR), "--export", str(target))
     assert_one_line_error(result, "is not a directory")
     assert target.read_text() == "a user's file"
+
+
+def test_metrics_json_that_is_a_directory_fails_before_training(tmp_path):
+    result = run_cli(*QUICK, "--metrics-json", str(tmp_path))
+    assert_one_line_error(result, "--metrics-json", "is a directory")
+    assert "epoch 1" not in result.stdout
 
 
 def test_bad_numbers_are_usage_errors():
