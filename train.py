@@ -92,7 +92,14 @@ def parse_args(argv=None):
                           "convolutions are slower)")
     training.add_argument("--strategy", choices=STRATEGIES, default="default",
                           help="tf.distribute strategy (TensorFlow backend); on JAX, 'mirrored' "
-                          "uses keras.distribution.DataParallel over local devices")
+                          "uses keras.distribution.DataParallel over local devices and "
+                          "'multiworker' over the devices of every process (multi-host)")
+    cluster = parser.add_argument_group("multi-host JAX (--strategy multiworker on JAX; default: "
+                                        "Keras' KERAS_DISTRIBUTION_* variables or JAX's detection)")
+    cluster.add_argument("--coordinator-address", default=None, metavar="HOST:PORT",
+                         help="address of process 0, the same in every process")
+    cluster.add_argument("--num-processes", type=int, default=None, metavar="N")
+    cluster.add_argument("--process-id", type=int, default=None, metavar="I", help="0 .. N-1; 0 is the chief")
     training.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1, help="Keras progress bar")
 
     output = parser.add_argument_group("output")
@@ -205,12 +212,15 @@ def write_json_atomically(path, data):
         raise UsageError(f"cannot write {path}: {error.strerror or error}") from None
 
 
-def make_strategy(name):
+def make_strategy(name, args=None):
     """A tf.distribute strategy (TensorFlow), a Keras distribution (JAX), or None.
 
     mirrored: every local GPU, or every logical CPU device when there is no GPU;
     multiworker: MultiWorkerMirroredStrategy, configured by TF_CONFIG.
-    On JAX, mirrored uses keras.distribution.DataParallel over all devices.
+    On JAX, mirrored uses keras.distribution.DataParallel over the local
+    devices, multiworker joins the processes given by --coordinator-address,
+    --num-processes, --process-id (models/jax_cluster.py) and uses all of
+    their devices.
     """
     import keras
 
@@ -218,9 +228,14 @@ def make_strategy(name):
         return None
     if keras.backend.backend() == "jax":
         if name == "multiworker":
-            raise UsageError("--strategy multiworker needs the TensorFlow backend; on JAX use "
-                             "keras.distribution with jax.distributed.initialize()")
-        keras.distribution.set_distribution(keras.distribution.DataParallel())
+            from models import jax_cluster
+
+            try:
+                jax_cluster.initialize(args.coordinator_address, args.num_processes, args.process_id)
+            except jax_cluster.ClusterError as error:
+                raise UsageError(str(error)) from None
+        else:
+            keras.distribution.set_distribution(keras.distribution.DataParallel())
         return None
     if keras.backend.backend() != "tensorflow":
         raise UsageError(f"--strategy {name} needs the TensorFlow or JAX backend")
@@ -229,11 +244,21 @@ def make_strategy(name):
     if name == "mirrored":
         devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
         return tf.distribute.MirroredStrategy([d.name for d in devices])
+    if args is not None and (args.coordinator_address, args.num_processes, args.process_id) != (None, None, None):
+        raise UsageError("--coordinator-address, --num-processes and --process-id are for the JAX backend; "
+                         "TensorFlow's multiworker reads the cluster from TF_CONFIG")
     return tf.distribute.MultiWorkerMirroredStrategy()
 
 
 def is_chief(strategy):
-    """False only on the non-chief workers of a multi-worker strategy."""
+    """False only on the non-chief workers of a multi-worker strategy (JAX:
+    every process but process 0)."""
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return jax.process_index() == 0
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is None or not resolver.cluster_spec().as_dict():
         return True
@@ -255,6 +280,8 @@ def replicas_in_sync(strategy):
 def run(args):
     """Trains, evaluates and exports; returns a summary dict (with the model)."""
     multiworker = args.strategy == "multiworker"
+    if (args.coordinator_address, args.num_processes, args.process_id) != (None, None, None) and not multiworker:
+        raise UsageError("--coordinator-address, --num-processes and --process-id need --strategy multiworker")
     if multiworker and args.augment == "generator":
         raise UsageError("--augment generator is not supported with --strategy multiworker")
     if args.augment == "generator" and importlib.util.find_spec("scipy") is None:
@@ -271,14 +298,31 @@ def run(args):
     import gpuaug
     from models.cifar10 import BUILDERS
 
+    strategy = make_strategy(args.strategy, args)  # before any computation (JAX's cluster)
     keras.utils.set_random_seed(args.seed)
-    strategy = make_strategy(args.strategy)
     replicas = replicas_in_sync(strategy)
     chief = is_chief(strategy)
     if args.export and chief:
         prepare_export(args.export)
     global_batch = args.batch_size * replicas
     num_classes = int(max(y_train.max(), y_test.max())) + 1
+    tf_multiworker = multiworker and keras.backend.backend() == "tensorflow"  # custom loop
+    jax_multihost = multiworker and not tf_multiworker
+    processes, process_batch, test_batch = 1, global_batch, max(global_batch, 256)
+    if jax_multihost:  # each process feeds its shard
+        from models import jax_cluster
+
+        index, processes, local_devices = jax_cluster.process_info()
+        try:
+            x_train, y_train = jax_cluster.process_shard(x_train, y_train, args.seed, index, processes, local_devices)
+            x_test, y_test = jax_cluster.process_shard(x_test, y_test, args.seed, index, processes, local_devices)
+        except jax_cluster.ClusterError as error:
+            raise UsageError(str(error)) from None
+        process_batch = global_batch // processes
+        test_batch = process_batch * max(1, 256 // process_batch)
+        print(f"process {index} of {processes}: {len(x_train)} training and {len(x_test)} test images, "
+              f"batch {process_batch} of {global_batch}", flush=True)
+    train_images = len(x_train) * processes
     aug_kwargs = augmentation_arguments(args)
 
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
@@ -298,17 +342,19 @@ def run(args):
         if args.checkpoint_dir:
             initial_epoch = restore_checkpoint(model, args.checkpoint_dir, repair=chief)
 
-    callbacks = [EpochReport(len(x_train))]
+    callbacks = [EpochReport(train_images)]
     if args.checkpoint_dir:
-        if not multiworker:  # the multi-worker loop checkpoints itself
+        if jax_multihost:  # every process saves (collectives), the chief into DIR
+            callbacks.append(jax_cluster.checkpoint_callback(args.checkpoint_dir, chief))
+        elif not tf_multiworker:  # the multi-worker loop checkpoints itself
             callbacks.append(keras.callbacks.BackupAndRestore(
                 args.checkpoint_dir, delete_checkpoint=False, double_checkpoint=True
             ))
 
-    print(f"training on {len(x_train)} images ({args.augment} augmentation, batch {global_batch}, "
+    print(f"training on {train_images} images ({args.augment} augmentation, batch {global_batch}, "
           f"{replicas} replica(s), jit_compile={model.jit_compile}, backend {keras.backend.backend()})",
           flush=True)
-    if multiworker:
+    if tf_multiworker:
         from models.training_loop import accuracy as local_accuracy, fit_multiworker
 
         fit_multiworker(model, strategy, x_train, y_train, epochs=args.epochs,
@@ -320,29 +366,32 @@ def run(args):
         flow = ImageDataGenerator(**aug_kwargs).flow(
             x_train, y_train, batch_size=global_batch, shuffle=True, seed=args.seed
         )
-        model.fit(flow, epochs=args.epochs, callbacks=callbacks, verbose=args.verbose)
+        model.fit(flow, epochs=args.epochs, initial_epoch=initial_epoch, callbacks=callbacks,
+                  verbose=args.verbose)
     else:
-        model.fit(x_train, y_train, batch_size=global_batch, epochs=args.epochs,
+        model.fit(x_train, y_train, batch_size=process_batch, epochs=args.epochs, initial_epoch=initial_epoch,
                   callbacks=callbacks, verbose=args.verbose, shuffle=True)
 
-    if multiworker:
+    if tf_multiworker:
         accuracy = local_accuracy(model, x_test, y_test)
-    else:
-        _, accuracy = model.evaluate(x_test, y_test, batch_size=max(global_batch, 256), verbose=0)
+    else:  # on JAX's multi-host: every process its test shard, one global accuracy
+        _, accuracy = model.evaluate(x_test, y_test, batch_size=test_batch, verbose=0)
     print(f"test accuracy: {accuracy:.4f}", flush=True)
     summary = {
         "augment": args.augment,
         "backend": keras.backend.backend(),
-        "train_images": len(x_train),
+        "train_images": train_images,
         "epochs_run": len(callbacks[0].seconds),
         "epoch_seconds": callbacks[0].seconds,
-        "images_per_second": [len(x_train) / s for s in callbacks[0].seconds],
+        "images_per_second": [train_images / s for s in callbacks[0].seconds],
         "test_accuracy": float(accuracy),
         "replicas": replicas,
     }
     if args.export and chief:
         print(f"exported to {export_model(model, args.export)}", flush=True)
     elif args.export:
+        if jax_multihost:  # take part in the chief's save (collectives), write nothing
+            jax_cluster.save_on_every_process(lambda scratch: model.save(scratch / "model.keras"), chief)
         print("not the chief worker: the chief writes the export", flush=True)
     if args.metrics_json and chief:
         write_json_atomically(args.metrics_json, summary)

@@ -13,9 +13,19 @@ on an axis of n pixels is first folded by the fill mode:
 
 Then order 0 takes the pixel floor(c + 0.5) and order 1 blends pixels
 floor(c) and floor(c) + 1, with indices past the edge clamped.
+
+Pixels are gathered from the flattened batch (N*H*W rows of C values) with
+int32 indices when every index fits (N*H*W <= 2**31, known when the graph is
+built), and int64 indices otherwise (past 2**31 pixels, or a batch size only
+known at run time); on JAX without `jax_enable_x64`, which has no int64, each
+image is gathered on its own with indices below H*W (`index_mode`).
 """
 
+import keras
 from keras import ops
+
+INT32_LIMIT = 2**31  # indices 0 .. 2**31 - 1 fit in int32
+INDEX_MODES = ("int32", "int64", "per_image")
 
 
 def _fold(coordinate, size, fill_mode):
@@ -69,23 +79,90 @@ def sample_points(coordinates, size, fill_mode, interpolation_order):
     return indices, folded - start, inside
 
 
+def _x64_available():
+    if keras.backend.backend() != "jax":
+        return True
+    import jax
+
+    return bool(jax.config.read("jax_enable_x64"))
+
+
+def choose_index_mode(batch, height, width):
+    """How `warp_images` indexes a batch of `batch` images of height x width.
+
+    Args: Python ints, or None (or a tensor) for a size known only at run time.
+
+    Returns:
+        "int32" when every flat index (0 .. N*H*W - 1) fits in int32;
+        otherwise "int64", or "per_image" on JAX without x64 (indices below
+        H*W within each image).
+    """
+    sizes = (batch, height, width)
+    if all(isinstance(size, int) for size in sizes) and batch * height * width <= INT32_LIMIT:
+        return "int32"
+    return "int64" if _x64_available() else "per_image"
+
+
+def flat_index(image, row, col, height, width, dtype):
+    """image * (height * width) + row * width + col, computed in `dtype`."""
+    image, row, col = (ops.cast(v, dtype) for v in (image, row, col))
+    return image * ops.cast(height * width, dtype) + row * ops.cast(width, dtype) + col
+
+
+def _gather(images, pairs, mode):
+    """The pixels at each (row, column) index pair of every image.
+
+    Args:
+        images: float32 (N, H, W, C).
+        pairs: list of (row, column) int32 index tensors, each (N, H, W).
+        mode: an `INDEX_MODES` value (see `choose_index_mode`).
+
+    Returns:
+        One (N, H, W, C) tensor per pair.
+
+    The form is the one each XLA front end compiles best (measured on CPU):
+    TensorFlow runs one 1-D gather per pair about 2.5x faster than one gather
+    of stacked (N*H*W, 4) indices, JAX runs the stacked form 1.5x faster.
+    """
+    batch, height, width, channels = ops.shape(images)
+    shape = (batch, height, width, channels)
+    if mode == "per_image":  # indices below H*W within each image
+        pixels = ops.reshape(images, (batch, -1, channels))
+        taps = []
+        for row, col in pairs:
+            index = ops.reshape(flat_index(0, row, col, height, width, "int32"), (batch, -1, 1))
+            index = ops.broadcast_to(index, ops.shape(index)[:2] + (channels,))
+            taps.append(ops.reshape(ops.take_along_axis(pixels, index, axis=1), shape))
+        return taps
+    pixels = ops.reshape(images, (-1, channels))
+    image = ops.arange(batch, dtype=mode)[:, None, None]
+    indices = [flat_index(image, row, col, height, width, mode) for row, col in pairs]
+    if keras.backend.backend() == "jax" and len(indices) > 1:
+        stacked = ops.take(pixels, ops.stack(indices, axis=-1), axis=0)  # (N, H, W, taps, C)
+        return [stacked[..., k, :] for k in range(len(indices))]
+    return [ops.reshape(ops.take(pixels, ops.reshape(index, (-1,)), axis=0), shape) for index in indices]
+
+
 def _lerp(a, b, t):
     """a + t (b - a): exact when a == b, so flat regions never overshoot."""
     return a + t * (b - a)
 
 
 def warp_images(
-    images, matrices, fill_mode="nearest", cval=0.0, interpolation_order=1
+    images, matrices, fill_mode="nearest", cval=0.0, interpolation_order=1, index_mode=None
 ):
     """Resamples each image once through its matrix.
 
     Args:
         images: float tensor (N, H, W, C), channels last.
-        matrices: float32 (N, 3, 3) from `matrices.transform_matrices`,
-            mapping output (column, row, 1) to the input point sampled.
+        matrices: float32 (N, 3, 3) from `matrices.transform_matrices`
+            (or (1, 3, 3) for every image), mapping output (column, row, 1)
+            to the input point sampled.
         fill_mode: "constant", "nearest", "reflect" or "wrap" (scipy's).
         cval: value outside the image for "constant", in pixel units.
         interpolation_order: 0 (nearest pixel) or 1 (bilinear).
+        index_mode: None (chosen by `choose_index_mode(N, H, W)`), or one of
+            "int32", "int64", "per_image" to force it (same pixels).
 
     Returns:
         float32 tensor (N, H, W, C).
@@ -95,7 +172,9 @@ def warp_images(
     batch, height, width, channels = shape[0], shape[1], shape[2], shape[3]
     rows = ops.cast(ops.arange(height), "float32")[None, :, None]
     cols = ops.cast(ops.arange(width), "float32")[None, None, :]
-    m = ops.cast(matrices, "float32")[:, :2, :, None, None]
+    # One matrix for all images (N = 1) is repeated: the gathers are flat.
+    matrices = ops.broadcast_to(ops.cast(matrices, "float32"), (batch, 3, 3))
+    m = matrices[:, :2, :, None, None]
     # Separable: a per-column term (N, 1, W) plus a per-row term (N, H, 1),
     # so each output pixel costs one addition per coordinate.
     x = (m[:, 0, 0] * cols + m[:, 0, 2]) + m[:, 0, 1] * rows
@@ -107,20 +186,19 @@ def warp_images(
         y, height, fill_mode, interpolation_order
     )
 
-    # One gather over the flattened batch: rows of (N*H*W, C).
-    pixels = ops.reshape(images, (-1, channels))
-    first = ops.arange(batch, dtype="int32")[:, None, None] * (height * width)
-    indices = [
-        first + row * width + col for row in y_indices for col in x_indices
-    ]
-    if len(indices) == 1:
-        warped = ops.take(pixels, indices[0], axis=0)
+    mode = index_mode or choose_index_mode(batch, height, width)
+    if mode not in INDEX_MODES:
+        raise ValueError(f"`index_mode` must be one of {INDEX_MODES} or None. Received: {mode!r}")
+    # The taps: (row, column) index pairs, one for order 0, four for order 1.
+    pairs = [(row, col) for row in y_indices for col in x_indices]
+    taps = _gather(images, pairs, mode)
+    if interpolation_order == 0:
+        warped = taps[0]
     else:
-        taps = ops.take(pixels, ops.stack(indices, axis=-1), axis=0)
         x_fraction, y_fraction = x_fraction[..., None], y_fraction[..., None]
-        top = _lerp(taps[..., 0, :], taps[..., 1, :], x_fraction)
-        bottom = _lerp(taps[..., 2, :], taps[..., 3, :], x_fraction)
-        warped = _lerp(top, bottom, y_fraction)
+        upper = _lerp(taps[0], taps[1], x_fraction)
+        lower = _lerp(taps[2], taps[3], x_fraction)
+        warped = _lerp(upper, lower, y_fraction)
     if fill_mode == "constant":
         inside = ops.logical_and(x_inside, y_inside)[..., None]
         warped = ops.where(inside, warped, ops.cast(cval, "float32"))

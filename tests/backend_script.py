@@ -20,6 +20,12 @@ for mode in ("constant", "nearest", "reflect", "wrap"):
         layer = gpuaug.RandomTransform(**kwargs, fill_mode=mode, interpolation_order=order, cval=9.0)
         results[f"{mode}-{order}"] = np.asarray(layer.transform_images(images, data))
 
+# The warp's gather index modes (see gpuaug/warp.py), and the one chosen past 2**31 pixels.
+matrices = gpuaug.transform_matrices(data, images.shape[1], images.shape[2])
+for mode in gpuaug.warp.INDEX_MODES:
+    results[f"index-{mode}"] = np.asarray(gpuaug.warp.warp_images(images, matrices, index_mode=mode))
+results["index_mode_past_int32"] = np.array(gpuaug.warp.choose_index_mode(8193, 512, 512))
+
 layer = gpuaug.RandomTransform(**kwargs, seed=3)
 first = layer.get_random_transformation(images)
 again = gpuaug.RandomTransform(**kwargs, seed=3).get_random_transformation(images)

@@ -59,6 +59,12 @@ def test_same_pixels_seeding_and_jit_training(backend, tmp_path, cifar_test_imag
             # on values within float rounding of a level edge.
             assert np.mean(diff > 1e-3) <= 1e-3, (mode, order, diff.max())
 
+    # Past 2**31 pixels: per-image indices on JAX (no int64 without x64), int64 on torch;
+    # every index mode gives the same pixels there.
+    assert str(other["index_mode_past_int32"]) == {"jax": "per_image", "torch": "int64"}[backend]
+    for mode in ("int64", "per_image"):
+        np.testing.assert_array_equal(other[f"index-{mode}"], other["index-int32"], err_msg=mode)
+
     np.testing.assert_array_equal(other["seeded_theta"], other["reseeded_theta"])
     assert len(np.unique(other["seeded_theta"])) == len(images)
     np.testing.assert_array_equal(other["inference"], images)

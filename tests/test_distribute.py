@@ -124,3 +124,89 @@ def test_data_parallel_on_jax_draws_per_image_across_devices():
     assert len(set(images)) == 8  # no two images, on one device or across them, share a draw
     assert set(images[:4]).isdisjoint(images[4:])
     assert result["distributed"] == result["single"]
+
+
+def run_jax_cluster(tmp_path, *extra, processes=2, timeout=300):
+    """train.py as `processes` JAX processes on 127.0.0.1 (one CPU device
+    each), through tests/jax_cluster_script.py; all are killed if they
+    outlive `timeout`. Returns each process's log and results."""
+    import numpy as np
+
+    address = f"127.0.0.1:{free_port()}"
+    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu",
+               PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "tests")]))
+    env.pop("XLA_FLAGS", None)
+    running = []
+    for index in range(processes):
+        log = open(tmp_path / f"process{index}.log", "w")
+        args = [sys.executable, str(REPO / "tests" / "jax_cluster_script.py"), str(tmp_path), *QUICK,
+                "--model", "tiny", "--strategy", "multiworker", "--coordinator-address", address,
+                "--num-processes", str(processes), "--process-id", str(index), *extra]
+        running.append((subprocess.Popen(args, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT), log))
+    try:
+        for process, _ in running:
+            process.wait(timeout=timeout)
+    finally:
+        for process, log in running:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+            log.close()
+    logs = [(tmp_path / f"process{i}.log").read_text() for i in range(processes)]
+    for (process, _), log in zip(running, logs):
+        assert process.returncode == 0, log[-3000:]
+    results = []
+    for index in range(processes):
+        data = dict(np.load(tmp_path / f"process{index}.npz"))
+        data["summary"] = json.loads(str(data["summary"]))
+        results.append(data)
+    return logs, results
+
+
+def test_jax_multi_host_trains_in_lockstep_draws_per_image_and_resumes(tmp_path):
+    import numpy as np
+
+    checkpoints, export = tmp_path / "checkpoints", tmp_path / "export"
+    logs, results = run_jax_cluster(tmp_path, "--epochs", "2", "--checkpoint-dir", str(checkpoints),
+                                    "--export", str(export))
+    for index, log in enumerate(logs):
+        # 256 images: a seeded shard of 128 per process, 32 per process and step.
+        assert f"process {index} of 2: 128 training and 500 test images, batch 32 of 64" in log
+        assert "training on 256 images" in log and "2 replica(s)" in log
+    # Lockstep: the same steps, the same parameters, the same (global) metrics.
+    assert results[0]["iterations"] == results[1]["iterations"] == 2 * 4
+    weights = sorted(k for k in results[0] if k.startswith("weight"))
+    for key in weights:
+        np.testing.assert_array_equal(results[0][key], results[1][key], err_msg=key)
+    assert results[0]["summary"]["test_accuracy"] == results[1]["summary"]["test_accuracy"]
+    # Every image of the global batch draws its own parameters: 8 identical
+    # inputs (4 per process), 8 different outputs, no repeat across processes.
+    assert [int(r["first_image"]) for r in results] == [0, 4]
+    warped = [image.tobytes() for r in results for image in r["warped"]]
+    assert len(set(warped)) == 8
+    # Only the chief writes the export and the checkpoints.
+    assert (export / "model.keras").exists() and "not the chief worker" in logs[1]
+    assert (checkpoints / "training_metadata.json").exists()
+
+    logs, again = run_jax_cluster(tmp_path, "--epochs", "3", "--checkpoint-dir", str(checkpoints))
+    for log, result in zip(logs, again):
+        assert "2 epoch(s) already done" in log and "epoch 3:" in log and "epoch 1:" not in log
+        assert result["summary"]["epochs_run"] == 1 and result["iterations"] == 3 * 4
+    for key in weights:
+        np.testing.assert_array_equal(again[0][key], again[1][key], err_msg=key)
+    assert all(not np.array_equal(again[0][key], results[0][key]) for key in weights)  # trained on
+
+
+@pytest.mark.parametrize("backend, flags, message", [
+    ("jax", ["--process-id", "1"], "need --strategy multiworker"),
+    ("jax", ["--strategy", "multiworker", "--num-processes", "0"], "--num-processes must be >= 1"),
+    ("jax", ["--strategy", "multiworker", "--num-processes", "2", "--process-id", "2"],
+     "--process-id must be in 0 .. 1"),
+    ("tensorflow", ["--strategy", "multiworker", "--num-processes", "2"], "TensorFlow's multiworker reads"),
+])
+def test_jax_cluster_flag_errors(backend, flags, message):
+    env = dict(os.environ, KERAS_BACKEND=backend, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO))
+    result = subprocess.run([sys.executable, str(REPO / "train.py"), *QUICK, *flags], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=300)
+    lines = [line for line in result.stderr.splitlines() if line.startswith("train.py")]
+    assert result.returncode == 2 and len(lines) == 1 and message in lines[0], result.stderr[-2000:]

@@ -1,0 +1,140 @@
+"""Multi-host training on JAX: several processes, one Keras `DataParallel`.
+
+Every process runs the same train.py command. `initialize` joins them
+(`keras.distribution.initialize`, i.e. `jax.distributed.initialize`): process
+0 is the coordinator and the chief. The distribution is `DataParallel` over
+every device of every process, so one SPMD program trains the model; its
+variables (and the augmentation layer's seed state) are replicated, its
+batch is sharded over all devices, and the augmentation draws parameters of
+the global batch's shape: no two images, on one process or across them,
+share a draw.
+
+Each process feeds only its own shard of the data (`process_shard`), one
+per-process batch per step; Keras assembles the global batch from them
+(`jax.make_array_from_process_local_data`), so `auto_shard_dataset` is off.
+"""
+
+import json
+import os
+import pathlib
+import shutil
+
+import numpy as np
+
+from models.checkpoints import METADATA, WEIGHTS
+
+
+class ClusterError(Exception):
+    """The processes cannot form a cluster; the message is one line."""
+
+
+def initialize(coordinator_address=None, num_processes=None, process_id=None):
+    """Joins the cluster and sets a `DataParallel` over all its devices.
+
+    Args:
+        coordinator_address: "HOST:PORT" of process 0 (None: Keras reads
+            `KERAS_DISTRIBUTION_JOB_ADDRESSES`, else JAX detects the cluster,
+            e.g. under SLURM or on Cloud TPU).
+        num_processes, process_id: ints (None: from the same sources).
+
+    Returns:
+        (process_index, process_count, local_device_count).
+    """
+    import keras
+
+    if num_processes is not None and num_processes < 1:
+        raise ClusterError(f"--num-processes must be >= 1 (got {num_processes})")
+    if process_id is not None and not 0 <= process_id < (num_processes or process_id + 1):
+        raise ClusterError(f"--process-id must be in 0 .. {num_processes - 1} (got {process_id})")
+    try:
+        keras.distribution.initialize(coordinator_address, num_processes, process_id)
+    except Exception as error:  # noqa: BLE001 - JAX raises RuntimeError, ValueError, XlaRuntimeError
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ClusterError(f"--strategy multiworker: cannot join the JAX cluster ({reason})") from None
+    import jax
+
+    keras.distribution.set_distribution(keras.distribution.DataParallel(
+        devices=keras.distribution.list_devices(), auto_shard_dataset=False))
+    return jax.process_index(), jax.process_count(), jax.local_device_count()
+
+
+def process_info():
+    """(process_index, process_count, local_device_count); (0, 1, n) on one host."""
+    import jax
+
+    return jax.process_index(), jax.process_count(), jax.local_device_count()
+
+
+def process_shard(images, labels, seed, process_index, process_count, multiple=1):
+    """This process's share of (images, labels).
+
+    The arrays are permuted with `seed` (the same permutation in every
+    process, so that a class-sorted source is spread over all processes) and
+    dealt round-robin; every shard gets the same length, a multiple of
+    `multiple` (the local device count), so that all processes run the same
+    number of steps and every partial batch splits over the local devices.
+    Up to process_count * multiple - 1 images are left out.
+    """
+    length = (len(images) // process_count) // multiple * multiple
+    if length == 0:
+        raise ClusterError(f"{len(images)} images cannot give each of {process_count} processes "
+                           f"{multiple} image(s)")
+    order = np.random.default_rng(seed).permutation(len(images))
+    mine = order[process_index::process_count][:length]
+    return images[mine], labels[mine]
+
+
+# Saving under a multi-process distribution --------------------------------
+# Keras' save_weights and save create (throw-away) variables, and creating a
+# variable there is a collective operation (`jax.device_put` checks that every
+# process passes the same value). So every process saves, at the same point:
+# the chief into the real files, the others into a scratch folder they delete
+# (the pattern of TensorFlow's multi-worker guide).
+
+
+def save_on_every_process(save, chief):
+    """Calls `save(folder)`: the real folder on the chief, a scratch folder
+    elsewhere. `save` writes into the folder it is given."""
+    import tempfile
+
+    if chief:
+        return save(None)
+    with tempfile.TemporaryDirectory(prefix="gpuaug-non-chief-") as scratch:
+        return save(pathlib.Path(scratch))
+
+
+def write_checkpoint(model, folder, epochs_done, chief):
+    """Writes `BackupAndRestore`'s files (double checkpoint: the previous
+    state becomes `*.bkp` first), each replaced atomically, on the chief;
+    the other processes save into scratch (see above)."""
+
+    def save(scratch):
+        target = pathlib.Path(scratch or folder)
+        target.mkdir(parents=True, exist_ok=True)
+        partial = target / "partial.weights.h5"
+        model.save_weights(partial)
+        if scratch is not None:
+            return
+        for name in (WEIGHTS, METADATA):
+            if (target / name).exists():
+                copy = target / (name + ".bkp.partial")
+                shutil.copyfile(target / name, copy)
+                os.replace(copy, target / (name + ".bkp"))
+        os.replace(partial, target / WEIGHTS)
+        metadata = target / (METADATA + ".partial")
+        metadata.write_text(json.dumps({"epoch": epochs_done}))
+        os.replace(metadata, target / METADATA)
+
+    save_on_every_process(save, chief)
+
+
+def checkpoint_callback(folder, chief):
+    """A Keras callback writing the checkpoint after every epoch (resuming
+    is train.py's `restore_checkpoint`, run by every process)."""
+    import keras
+
+    class ClusterCheckpoint(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            write_checkpoint(self.model, folder, epoch + 1, chief)
+
+    return ClusterCheckpoint()

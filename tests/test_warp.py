@@ -1,0 +1,87 @@
+"""The warp's gather indices: int32 while every flat index fits, int64 (or
+per-image indices on JAX without x64) past 2**31 pixels, the same pixels in
+every mode. Large shapes are only traced, never allocated."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import gpuaug
+from gpuaug import warp
+
+LAYER = dict(rotation_range=30, width_shift_range=0.2, height_shift_range=0.2, shear_range=10,
+             zoom_range=0.2, horizontal_flip=True, vertical_flip=True)
+
+
+@pytest.mark.parametrize("batch, height, width, mode", [
+    (8192, 512, 512, "int32"),    # 2**31 pixels: the last index is 2**31 - 1
+    (8193, 512, 512, "int64"),
+    (2048, 1024, 1024, "int32"),  # 2**31 again
+    (2049, 1024, 1024, "int64"),
+    (1, 46341, 46341, "int64"),   # one image past 2**31 pixels
+    (256, 32, 32, "int32"),
+    (None, 32, 32, "int64"),      # batch size known only at run time
+])
+def test_index_mode_decision(batch, height, width, mode):
+    assert warp.choose_index_mode(batch, height, width) == mode
+
+
+def test_without_int64_each_image_is_indexed_on_its_own(monkeypatch):
+    monkeypatch.setattr(warp, "_x64_available", lambda: False)  # JAX without jax_enable_x64
+    assert warp.choose_index_mode(8193, 512, 512) == "per_image"
+    assert warp.choose_index_mode(8192, 512, 512) == "int32"
+
+
+def test_flat_index_arithmetic_at_the_int32_boundary():
+    # The last pixel of image 8191 of 512x512 is the largest int32 ...
+    last = warp.flat_index(np.int32(8191), np.int32(511), np.int32(511), 512, 512, "int32")
+    assert int(last) == 2**31 - 1
+    # ... and the next image's pixels need int64: exact there, well past 2**31.
+    for image, row, col in [(8192, 0, 0), (8192, 511, 511), (100_000, 3, 7)]:
+        index = warp.flat_index(np.int32(image), np.int32(row), np.int32(col), 512, 512, "int64")
+        assert index.dtype == tf.int64 and int(index) == image * 512 * 512 + row * 512 + col
+
+
+def gather_index_dtypes(shape):
+    """The index dtypes of every gather in the layer's graph for `shape`
+    (traced without running, so nothing of that size is allocated)."""
+    layer = gpuaug.RandomTransform(**LAYER, seed=0)
+    graph = tf.function(lambda x: layer(x, training=True)).get_concrete_function(
+        tf.TensorSpec(shape, tf.float32)).graph
+    return {op.get_attr("Tindices") for op in graph.get_operations() if op.type == "GatherV2"}
+
+
+def test_large_static_shape_gathers_with_int64():
+    assert gather_index_dtypes((8193, 512, 512, 1)) == {tf.int64}
+    assert gather_index_dtypes((8192, 512, 512, 1)) == {tf.int32}
+    assert gather_index_dtypes((None, 32, 32, 3)) == {tf.int64}
+
+
+@pytest.mark.parametrize("order", [0, 1])
+@pytest.mark.parametrize("fill_mode", ["constant", "nearest", "reflect", "wrap"])
+def test_every_index_mode_gives_the_same_pixels(order, fill_mode):
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (5, 9, 7, 2)).astype("float32")
+    layer = gpuaug.RandomTransform(**LAYER, seed=1)
+    matrices = gpuaug.transform_matrices(layer.get_random_transformation(images), 9, 7)
+    results = {mode: np.asarray(warp.warp_images(images, matrices, fill_mode, 10.0, order, index_mode=mode))
+               for mode in warp.INDEX_MODES}
+    np.testing.assert_array_equal(results["int64"], results["int32"])
+    np.testing.assert_array_equal(results["per_image"], results["int32"])
+    assert not np.array_equal(results["int32"], images)
+
+
+def test_a_dynamic_batch_warps_like_a_static_one():
+    images = np.random.default_rng(1).uniform(0, 255, (6, 8, 8, 3)).astype("float32")
+    layer = gpuaug.RandomTransform(**LAYER)
+    transformation = layer.get_random_transformation(images, seed=3)
+    def warped(batch):
+        return np.asarray(tf.function(lambda x: layer.transform_images(x, transformation),
+                                      input_signature=[tf.TensorSpec((batch, 8, 8, 3))])(images))
+
+    np.testing.assert_array_equal(warped(None), warped(6))  # int64 and int32 indices
+
+
+def test_unknown_index_mode_is_a_value_error():
+    with pytest.raises(ValueError, match="index_mode"):
+        warp.warp_images(np.zeros((1, 2, 2, 1), "float32"), np.eye(3)[None], index_mode="int16")
