@@ -55,7 +55,11 @@ def parse_args(argv=None):
         "class (optionally under train/ and test/). Default: download with "
         "keras.datasets.cifar10.load_data().",
     )
-    data.add_argument("--limit", type=int, default=None, metavar="N", help="use the first N training images")
+    data.add_argument("--limit", type=int, default=None, metavar="N",
+                      help="train on N training images, a random subset drawn with --seed (every class)")
+    data.add_argument("--validation-split", type=float, default=None, metavar="F",
+                      help="hold out this fraction of the training images (drawn with --seed) and report "
+                      "loss and accuracy on it after each epoch (default: on the test set)")
     data.add_argument("--image-size", type=int, nargs=2, default=(32, 32), metavar=("H", "W"),
                       help="size image folders are resized to")
 
@@ -79,9 +83,11 @@ def parse_args(argv=None):
                          help="gpu only: 'named' fixes the reference's swapped shift axes")
 
     training = parser.add_argument_group("training")
-    training.add_argument("--model", choices=("cnn", "tiny"), default="cnn",
-                          help="cnn: the classic Keras CIFAR-10 CNN; tiny: a one-convolution model "
-                          "that stands in for a fast accelerator (benchmarks)")
+    training.add_argument("--model", choices=("cnn", "cnn-gap", "tiny"), default="cnn",
+                          help="cnn: the classic Keras CIFAR-10 CNN; cnn-gap: the same with global "
+                          "average pooling instead of Flatten, for larger --image-size (224x224: 0.1M "
+                          "parameters instead of 95.6M); tiny: a one-convolution model that stands in "
+                          "for a fast accelerator (benchmarks)")
     training.add_argument("--epochs", type=int, default=50)
     training.add_argument("--batch-size", type=int, default=32, help="per replica")
     training.add_argument("--learning-rate", type=float, default=1e-4, help="RMSprop, as in the Keras example")
@@ -114,6 +120,10 @@ def parse_args(argv=None):
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1 (got {value})")
+    if args.validation_split is not None and not 0 < args.validation_split < 1:
+        parser.error(f"--validation-split must be between 0 and 1, exclusive (got {args.validation_split})")
+    if any(size < 1 for size in args.image_size):
+        parser.error(f"--image-size must be two sizes >= 1 (got {' '.join(map(str, args.image_size))})")
     return args
 
 
@@ -135,17 +145,14 @@ def augmentation_arguments(args):
 
 
 def load_dataset(args):
-    from models.data import DataError, load_data
+    """The splits of --data-dir (models/data.py; image folders are streamed)."""
+    from models.data import DataError, open_data
 
     try:
-        (x_train, y_train), (x_test, y_test) = load_data(
-            args.data_dir, image_size=tuple(args.image_size), seed=args.seed
-        )
+        return open_data(args.data_dir, image_size=tuple(args.image_size), seed=args.seed,
+                         limit=args.limit, validation_split=args.validation_split)
     except DataError as error:
         raise UsageError(str(error)) from None
-    if args.limit is not None:
-        x_train, y_train = x_train[: args.limit], y_train[: args.limit]
-    return (x_train, y_train), (x_test, y_test)
 
 
 def check_writable(path, flag):
@@ -287,7 +294,7 @@ def run(args):
     if args.augment == "generator" and importlib.util.find_spec("scipy") is None:
         raise UsageError("--augment generator runs the legacy ImageDataGenerator, which needs scipy: "
                          "pip install -r requirements-test.txt")
-    (x_train, y_train), (x_test, y_test) = load_dataset(args)
+    splits = load_dataset(args)
     for path, flag in ((args.export, "--export"), (args.checkpoint_dir, "--checkpoint-dir"),
                        (args.metrics_json, "--metrics-json")):
         if path:
@@ -296,6 +303,7 @@ def run(args):
     import keras
 
     import gpuaug
+    from models import inputs
     from models.cifar10 import BUILDERS
 
     strategy = make_strategy(args.strategy, args)  # before any computation (JAX's cluster)
@@ -305,24 +313,31 @@ def run(args):
     if args.export and chief:
         prepare_export(args.export)
     global_batch = args.batch_size * replicas
-    num_classes = int(max(y_train.max(), y_test.max())) + 1
     tf_multiworker = multiworker and keras.backend.backend() == "tensorflow"  # custom loop
     jax_multihost = multiworker and not tf_multiworker
+    if tf_multiworker and splits.kind == "folder":
+        raise UsageError("--strategy multiworker on TensorFlow trains from arrays (CIFAR-10 batches), "
+                         "not from image folders; use the JAX backend for folders")
     processes, process_batch, test_batch = 1, global_batch, max(global_batch, 256)
-    if jax_multihost:  # each process feeds its shard
+    counts = dict(splits.counts)
+    if jax_multihost:  # each process feeds its share of every split
         from models import jax_cluster
 
         index, processes, local_devices = jax_cluster.process_info()
         try:
-            x_train, y_train = jax_cluster.process_shard(x_train, y_train, args.seed, index, processes, local_devices)
-            x_test, y_test = jax_cluster.process_shard(x_test, y_test, args.seed, index, processes, local_devices)
+            for name in ("train", "validation", "test"):
+                part = getattr(splits, name)
+                if part is not None:
+                    part, counts[name] = inputs.process_share(part, counts[name], args.seed, index,
+                                                              processes, local_devices)
+                    setattr(splits, name, part)
         except jax_cluster.ClusterError as error:
             raise UsageError(str(error)) from None
         process_batch = global_batch // processes
         test_batch = process_batch * max(1, 256 // process_batch)
-        print(f"process {index} of {processes}: {len(x_train)} training and {len(x_test)} test images, "
+        print(f"process {index} of {processes}: {counts['train']} training and {counts['test']} test images, "
               f"batch {process_batch} of {global_batch}", flush=True)
-    train_images = len(x_train) * processes
+    train_images = counts["train"] * processes
     aug_kwargs = augmentation_arguments(args)
 
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
@@ -331,7 +346,7 @@ def run(args):
         if args.augment == "gpu":
             augmentation = [gpuaug.RandomTransform(**aug_kwargs, shift_axes=args.shift_axes,
                                                    seed=args.seed, name="augment")]
-        model = BUILDERS[args.model](augmentation, input_shape=x_train.shape[1:], num_classes=num_classes)
+        model = BUILDERS[args.model](augmentation, input_shape=splits.image_shape, num_classes=splits.num_classes)
         model.compile(
             optimizer=keras.optimizers.RMSprop(learning_rate=args.learning_rate),
             loss="sparse_categorical_crossentropy",
@@ -342,7 +357,13 @@ def run(args):
         if args.checkpoint_dir:
             initial_epoch = restore_checkpoint(model, args.checkpoint_dir, repair=chief)
 
-    callbacks = [EpochReport(train_images)]
+    # Validation each epoch: the --validation-split hold-out, else the test set
+    # (as the Keras cifar10 example does with validation_data).
+    validation_name = "validation" if splits.validation is not None else "test"
+    validation = splits.validation if splits.validation is not None else splits.test
+    report = EpochReport(train_images, validation_name)
+    # Keras' progress bar first, so that the report prints after its last update.
+    callbacks = [keras.callbacks.ProgbarLogger(), report] if args.verbose else [report]
     if args.checkpoint_dir:
         if jax_multihost:  # every process saves (collectives), the chief into DIR
             callbacks.append(jax_cluster.checkpoint_callback(args.checkpoint_dir, chief))
@@ -352,38 +373,45 @@ def run(args):
             ))
 
     print(f"training on {train_images} images ({args.augment} augmentation, batch {global_batch}, "
-          f"{replicas} replica(s), jit_compile={model.jit_compile}, backend {keras.backend.backend()})",
-          flush=True)
-    if tf_multiworker:
-        from models.training_loop import accuracy as local_accuracy, fit_multiworker
+          f"{replicas} replica(s), jit_compile={model.jit_compile}, backend {keras.backend.backend()}, "
+          f"{'streamed from ' + str(args.data_dir) if splits.kind == 'folder' else 'in memory'}; "
+          f"{validation_name} after each epoch: {counts[validation_name] * processes} images)", flush=True)
+    fit = dict(epochs=args.epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=args.verbose,
+               **inputs.validation_arguments(validation, test_batch))
+    try:
+        if tf_multiworker:
+            from models.training_loop import accuracy as local_accuracy, fit_multiworker
 
-        fit_multiworker(model, strategy, x_train, y_train, epochs=args.epochs,
-                        global_batch=global_batch, seed=args.seed, callbacks=callbacks[:1],
-                        checkpoint_dir=args.checkpoint_dir, initial_epoch=initial_epoch, chief=chief)
-    elif args.augment == "generator":
-        from keras.src.legacy.preprocessing.image import ImageDataGenerator
+            fit_multiworker(model, strategy, *splits.train, epochs=args.epochs,
+                            global_batch=global_batch, seed=args.seed, callbacks=[report],
+                            checkpoint_dir=args.checkpoint_dir, initial_epoch=initial_epoch, chief=chief)
+        elif args.augment == "generator":
+            with tempfile.TemporaryDirectory(prefix="gpuaug-flow-from-directory-") as scratch:
+                model.fit(inputs.generator_flow(splits, aug_kwargs, global_batch, args.seed, scratch), **fit)
+        else:
+            model.fit(**inputs.fit_arguments(splits.train, process_batch, shuffle=True), **fit)
 
-        flow = ImageDataGenerator(**aug_kwargs).flow(
-            x_train, y_train, batch_size=global_batch, shuffle=True, seed=args.seed
-        )
-        model.fit(flow, epochs=args.epochs, initial_epoch=initial_epoch, callbacks=callbacks,
-                  verbose=args.verbose)
-    else:
-        model.fit(x_train, y_train, batch_size=process_batch, epochs=args.epochs, initial_epoch=initial_epoch,
-                  callbacks=callbacks, verbose=args.verbose, shuffle=True)
+        if tf_multiworker:
+            accuracy = local_accuracy(model, *splits.test)
+        else:  # on JAX's multi-host: every process its test shard, one global accuracy
+            _, accuracy = model.evaluate(**inputs.fit_arguments(splits.test, test_batch), verbose=0)
+    except Exception as error:
+        from models import folders
 
-    if tf_multiworker:
-        accuracy = local_accuracy(model, x_test, y_test)
-    else:  # on JAX's multi-host: every process its test shard, one global accuracy
-        _, accuracy = model.evaluate(x_test, y_test, batch_size=test_batch, verbose=0)
+        if splits.kind == "folder" and folders.is_decode_error(error):
+            raise UsageError(folders.find_undecodable(splits.folder.folders, splits.folder.class_names)) from None
+        raise
     print(f"test accuracy: {accuracy:.4f}", flush=True)
     summary = {
         "augment": args.augment,
         "backend": keras.backend.backend(),
+        "data": splits.kind,
         "train_images": train_images,
-        "epochs_run": len(callbacks[0].seconds),
-        "epoch_seconds": callbacks[0].seconds,
-        "images_per_second": [train_images / s for s in callbacks[0].seconds],
+        "validation": validation_name,
+        "epochs_run": len(report.seconds),
+        "epoch_seconds": report.seconds,
+        "images_per_second": [train_images / s for s in report.seconds],
+        "epochs": report.records,
         "test_accuracy": float(accuracy),
         "replicas": replicas,
     }
@@ -417,12 +445,15 @@ def _epoch_report_class():
     import keras
 
     class EpochReport(keras.callbacks.Callback):
-        """Prints wall time and images/s after every epoch."""
+        """Prints, after every epoch, its wall time, images/s, and the
+        training and validation metrics; keeps them in `records`."""
 
-        def __init__(self, images_per_epoch):
+        def __init__(self, images_per_epoch, validation_name="test"):
             super().__init__()
             self.images_per_epoch = images_per_epoch
+            self.validation_name = validation_name
             self.seconds = []
+            self.records = []
 
         def on_epoch_begin(self, epoch, logs=None):
             self._start = time.perf_counter()
@@ -430,16 +461,23 @@ def _epoch_report_class():
         def on_epoch_end(self, epoch, logs=None):
             seconds = time.perf_counter() - self._start
             self.seconds.append(seconds)
-            logs = logs or {}
-            print(f"epoch {epoch + 1}: {seconds:.2f} s, {self.images_per_epoch / seconds:,.0f} images/s, "
-                  f"loss {logs.get('loss', float('nan')):.4f}, accuracy {logs.get('accuracy', float('nan')):.4f}",
-                  flush=True)
+            logs = {key: float(value) for key, value in (logs or {}).items()}
+            record = {"epoch": epoch + 1, "seconds": seconds, "images_per_second": self.images_per_epoch / seconds,
+                      "loss": logs.get("loss"), "accuracy": logs.get("accuracy")}
+            line = (f"epoch {epoch + 1}: {seconds:.2f} s, {self.images_per_epoch / seconds:,.0f} images/s, "
+                    f"loss {logs.get('loss', float('nan')):.4f}, accuracy {logs.get('accuracy', float('nan')):.4f}")
+            if "val_loss" in logs:
+                name = self.validation_name
+                record.update({f"{name}_loss": logs["val_loss"], f"{name}_accuracy": logs.get("val_accuracy")})
+                line += f", {name} loss {logs['val_loss']:.4f}, {name} accuracy {logs.get('val_accuracy', float('nan')):.4f}"
+            self.records.append(record)
+            print(line, flush=True)
 
     return EpochReport
 
 
-def EpochReport(images_per_epoch):  # noqa: N802 - a class made lazily, to keep --help fast
-    return _epoch_report_class()(images_per_epoch)
+def EpochReport(images_per_epoch, validation_name="test"):  # noqa: N802 - a class made lazily (fast --help)
+    return _epoch_report_class()(images_per_epoch, validation_name)
 
 
 def main(argv=None):

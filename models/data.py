@@ -1,4 +1,5 @@
-"""Loading CIFAR-10 (or a folder of images) as uint8 numpy arrays.
+"""Loading train.py's data: CIFAR-10 as uint8 numpy arrays, or a folder of
+images as streaming datasets (`models.folders`), split the same way.
 
 Every failure to find or read data raises `DataError` with a one-line
 message saying what was wrong and how to point `--data-dir` at a local copy.
@@ -8,10 +9,10 @@ import os
 import pathlib
 import pickle
 import tarfile
+from dataclasses import dataclass
 
 import numpy as np
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".tif", ".tiff", ".webp")
 LOCAL_COPY_HINT = (
     "point --data-dir at a local copy (a cifar-10-batches-py/ folder, "
     "cifar-10-python.tar.gz, or a folder with one sub-folder of images per class)"
@@ -70,53 +71,14 @@ def load_cifar10_archive(path):
         raise DataError(f"cannot read archive {path}: {error}") from None
 
 
-def load_image_folder(folder, image_size=(32, 32)):
-    """Images from one sub-folder per class (class names sorted -> labels 0..K-1),
-    resized to `image_size` (height, width), RGB uint8."""
-    try:
-        from PIL import Image, UnidentifiedImageError
-    except ImportError:
-        raise DataError("reading a folder of images needs Pillow: pip install -r requirements-test.txt") from None
-
-    folder = pathlib.Path(folder)
-    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not classes:
-        raise DataError(f"no class sub-folders in {folder}; {LOCAL_COPY_HINT}")
-    images, labels = [], []
-    for label, name in enumerate(classes):
-        for path in sorted((folder / name).iterdir()):
-            if path.name.startswith(".") or path.is_dir():
-                continue
-            if path.suffix.lower() not in IMAGE_SUFFIXES:
-                raise DataError(f"{path} is not an image file (expected one of {', '.join(IMAGE_SUFFIXES)})")
-            try:
-                with Image.open(path) as image:
-                    image = image.convert("RGB").resize(image_size[::-1], Image.BILINEAR)
-                    images.append(np.asarray(image, dtype=np.uint8))
-            except (UnidentifiedImageError, OSError, ValueError) as error:
-                raise DataError(f"cannot read image {path}: {error}") from None
-            labels.append(label)
-    if not images:
-        raise DataError(f"no images in the class folders of {folder}")
-    return np.stack(images), np.asarray(labels, dtype=np.int64), classes
-
-
-def _split(x, y, test_fraction, seed):
-    order = np.random.default_rng(seed).permutation(len(x))
-    n_test = max(1, int(round(len(x) * test_fraction)))
-    test, train = order[:n_test], order[n_test:]
-    return (x[train], y[train]), (x[test], y[test])
-
-
-def load_data(data_dir=None, image_size=(32, 32), test_fraction=0.2, seed=0):
-    """((x_train, y_train), (x_test, y_test)) as uint8 NHWC images, int labels.
+def load_data(data_dir=None):
+    """((x_train, y_train), (x_test, y_test)) as uint8 NHWC images, int labels,
+    or None when `data_dir` is a folder of images (streamed: `open_data`).
 
     data_dir None: `keras.datasets.cifar10.load_data()` (downloads once).
     Otherwise, in this order: a folder holding the CIFAR-10 batches, one with
-    a `cifar-10-batches-py/` sub-folder or `cifar-10-python.tar.gz`, the
-    archive itself, or an image folder (`train/` and `test/` each with class
-    sub-folders, or class sub-folders only: then `test_fraction` of the images,
-    picked with `seed`, are held out).
+    a `cifar-10-batches-py/` sub-folder or `cifar-10-python.tar.gz`, or the
+    archive itself.
     """
     if data_dir is None:
         import keras
@@ -139,11 +101,55 @@ def load_data(data_dir=None, image_size=(32, 32), test_fraction=0.2, seed=0):
         return load_cifar10_batches(path / "cifar-10-batches-py")
     if (path / "cifar-10-python.tar.gz").is_file():
         return load_cifar10_archive(path / "cifar-10-python.tar.gz")
-    if (path / "train").is_dir() and (path / "test").is_dir():
-        x_train, y_train, classes = load_image_folder(path / "train", image_size)
-        x_test, y_test, test_classes = load_image_folder(path / "test", image_size)
-        if classes != test_classes:
-            raise DataError(f"{path}/train and {path}/test have different class folders")
-        return (x_train, y_train), (x_test, y_test)
-    x, y, _ = load_image_folder(path, image_size)
-    return _split(x, y, test_fraction, seed)
+    return None  # an image folder: see open_data
+
+
+def split_arrays(train, test, seed=0, limit=None, validation_split=None):
+    """Training, validation and test arrays, as `models.folders` splits a
+    folder: the training arrays permuted with `seed`, the first `limit` kept
+    (every class, whatever the order of the source), the last
+    `validation_split` of those held out for validation."""
+    x, y = train
+    order = np.random.default_rng(seed).permutation(len(x))
+    used = len(x) if limit is None else min(limit, len(x))
+    n_val = round(used * validation_split) if validation_split else 0
+    if used - n_val < 1 or (validation_split and n_val < 1):
+        raise DataError(f"{len(x)} training images are too few for a training and a validation set")
+    train_part, val_part = order[: used - n_val], order[used - n_val: used]
+    validation = (x[val_part], y[val_part]) if n_val else None
+    return (x[train_part], y[train_part]), validation, test
+
+
+@dataclass
+class Splits:
+    """What train.py trains on. `kind` "arrays": train/validation/test are
+    (images uint8 NHWC, labels) tuples; "folder": unbatched tf.data datasets
+    streaming from disk (`models.folders`). validation is None without
+    --validation-split."""
+
+    kind: str
+    train: object
+    validation: object
+    test: object
+    counts: dict
+    image_shape: tuple
+    num_classes: int
+    folder: object = None  # the FolderSplits of a folder
+
+
+def open_data(data_dir=None, image_size=(32, 32), seed=0, limit=None, validation_split=None):
+    """The training, validation and test splits of --data-dir (see
+    `load_data` for the CIFAR-10 forms and `models.folders` for image
+    folders, which are streamed)."""
+    arrays = load_data(data_dir)
+    if arrays is None:
+        from models.folders import open_image_folder
+
+        folder = open_image_folder(data_dir, image_size, seed, limit, validation_split)
+        return Splits("folder", folder.train, folder.validation, folder.test, folder.counts,
+                      tuple(image_size) + (3,), len(folder.class_names), folder)
+    train, validation, test = split_arrays(*arrays, seed=seed, limit=limit, validation_split=validation_split)
+    counts = {"train": len(train[0]), "validation": 0 if validation is None else len(validation[0]),
+              "test": len(test[0])}
+    num_classes = int(max(train[1].max(), test[1].max())) + 1
+    return Splits("arrays", train, validation, test, counts, train[0].shape[1:], num_classes)

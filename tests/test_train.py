@@ -9,10 +9,10 @@ import tarfile
 import keras
 import numpy as np
 import pytest
-from PIL import Image
 
 import train
 from conftest import CIFAR_DIR, REPO
+from folder_tools import write_image_folder
 from models.data import DataError, load_data
 
 QUICK = ["--data-dir", str(CIFAR_DIR), "--limit", "256", "--epochs", "1",
@@ -168,39 +168,6 @@ def test_archive_and_folder_layouts_load_the_same_data(tmp_path):
     assert expected[0][0].shape == (5000, 32, 32, 3) and expected[0][0].dtype == np.uint8
 
 
-def write_image_folder(root, images, labels, names=("cat", "dog", "ship")):
-    for i, (image, label) in enumerate(zip(images, labels)):
-        folder = root / names[label]
-        folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(image).save(folder / f"{i:04d}.png")
-
-
-def test_image_folder_loader_and_training_on_it(tmp_path, capsys):
-    (x, y), _ = load_data(str(CIFAR_DIR))
-    keep = y < 3
-    x, y = x[keep][:90], y[keep][:90]
-    write_image_folder(tmp_path / "train", x[:60], y[:60])
-    write_image_folder(tmp_path / "test", x[60:], y[60:])
-    (x_train, y_train), (x_test, y_test) = load_data(str(tmp_path))
-    assert x_train.shape == (60, 32, 32, 3) and x_test.shape == (30, 32, 32, 3)
-    assert sorted(set(y_train)) == [0, 1, 2]
-    # PNG is lossless: the pixels come back exactly (sorted by class, then name).
-    order = np.lexsort((np.arange(60), y[:60]))
-    np.testing.assert_array_equal(x_train, x[:60][order])
-    summary = train.run(train.parse_args(
-        ["--data-dir", str(tmp_path), "--epochs", "1", "--batch-size", "16", "--verbose", "0"]))
-    assert summary["model"].output_shape == (None, 3)
-    # Class folders without train/test: a seeded 20% hold-out.
-    (a_train, _), (a_test, _) = load_data(str(tmp_path / "train"), seed=1)
-    assert len(a_train) == 48 and len(a_test) == 12
-
-
-def test_image_folder_resizes_to_image_size(tmp_path):
-    write_image_folder(tmp_path, [np.zeros((20, 30, 3), np.uint8)] * 4, [0, 0, 1, 1])
-    (x_train, _), (x_test, _) = load_data(str(tmp_path), image_size=(16, 24))
-    assert x_train.shape[1:] == (16, 24, 3) and len(x_train) + len(x_test) == 4
-
-
 # Error paths: one line, exit 2, no traceback -------------------------------
 
 def assert_one_line_error(result, *fragments):
@@ -254,6 +221,16 @@ def test_corrupted_image_file(tmp_path):
     write_image_folder(tmp_path, [np.zeros((8, 8, 3), np.uint8)] * 2, [0, 1])
     (tmp_path / "dog" / "broken.png").write_bytes(b"\x89PNG broken")
     assert_one_line_error(run_cli("--data-dir", str(tmp_path)), "cannot read image", "broken.png")
+
+
+def test_image_truncated_after_its_header(tmp_path):
+    """Passes the up-front check, fails to decode while streaming: still one
+    line naming the file."""
+    write_image_folder(tmp_path, [np.full((8, 8, 3), i, np.uint8) for i in range(10)], [0, 1] * 5)
+    whole = (tmp_path / "dog" / "00001.png").read_bytes()
+    (tmp_path / "dog" / "00001.png").write_bytes(whole[:40])
+    result = run_cli("--data-dir", str(tmp_path), "--epochs", "1", "--model", "tiny", "--verbose", "0")
+    assert_one_line_error(result, "cannot read image", "00001.png")
 
 
 def test_export_path_that_is_a_file(tmp_path):

@@ -1,0 +1,79 @@
+"""What `Model.fit` and `evaluate` get from train.py's splits (`models.data.Splits`).
+
+Arrays go in as numpy arrays (Keras batches them); folders as batched,
+prefetched `tf.data` pipelines decoding images from disk. `--augment generator`
+feeds `ImageDataGenerator.flow` (arrays) or `flow_from_directory` (folders)
+with the same arguments and the same training files.
+"""
+
+import os
+import pathlib
+
+
+def batched(dataset, batch_size):
+    import tensorflow as tf
+
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def fit_arguments(part, batch_size, shuffle=False):
+    """Keyword arguments of `fit`/`evaluate` for one split: x, y, batch_size
+    (and shuffle) for arrays; x (a batched dataset, which Keras' loader
+    already reshuffles every epoch) for a stream."""
+    if isinstance(part, tuple):
+        return {"x": part[0], "y": part[1], "batch_size": batch_size, **({"shuffle": True} if shuffle else {})}
+    # fit's shuffle=True (its default) does nothing on a dataset but warn.
+    return {"x": batched(part, batch_size), **({"shuffle": False} if shuffle else {})}
+
+
+def validation_arguments(part, batch_size):
+    """`fit`'s validation_data (and validation_batch_size for arrays)."""
+    if isinstance(part, tuple):
+        return {"validation_data": part, "validation_batch_size": batch_size}
+    return {"validation_data": batched(part, batch_size)}
+
+
+def process_share(part, count, seed, index, processes, multiple):
+    """Process `index`'s share of one split on a multi-process JAX cluster
+    (`models.jax_cluster`): the same length in every process, a multiple of
+    `multiple`. Returns (part, count)."""
+    from models import jax_cluster
+
+    if isinstance(part, tuple):
+        part = jax_cluster.process_shard(*part, seed, index, processes, multiple)
+        return part, len(part[0])
+    length = count // processes // multiple * multiple
+    if length == 0:
+        raise jax_cluster.ClusterError(f"{count} images cannot give each of {processes} processes "
+                                       f"{multiple} image(s)")
+    # Every process draws the same shuffle (same seed), so the shards are disjoint.
+    return part.shard(processes, index).take(length), length
+
+
+def link_training_files(files, class_names, folder):
+    """A class-folder tree of symbolic links to `files` ([(path, label)]) in
+    `folder`, for `flow_from_directory`: it then reads exactly the training
+    split (after --limit and the hold-outs), not the whole source folder."""
+    folder = pathlib.Path(folder)
+    for name in class_names:
+        (folder / name).mkdir(parents=True, exist_ok=True)
+    for number, (path, label) in enumerate(files):
+        path = pathlib.Path(path)
+        os.symlink(path.resolve(), folder / class_names[label] / f"{number:08d}{path.suffix.lower()}")
+    return folder
+
+
+def generator_flow(splits, augmentation, batch_size, seed, scratch):
+    """`ImageDataGenerator(**augmentation)` over the training split, as the
+    old path would: `flow` on arrays, `flow_from_directory` on a folder (via
+    `link_training_files` in the folder `scratch`)."""
+    from keras.src.legacy.preprocessing.image import ImageDataGenerator
+
+    generator = ImageDataGenerator(**augmentation)
+    if splits.kind == "arrays":
+        return generator.flow(*splits.train, batch_size=batch_size, shuffle=True, seed=seed)
+    folder = link_training_files(splits.folder.train_files, splits.folder.class_names, scratch)
+    return generator.flow_from_directory(
+        folder, target_size=splits.image_shape[:2], color_mode="rgb", classes=splits.folder.class_names,
+        class_mode="sparse", batch_size=batch_size, shuffle=True, seed=seed, follow_links=True,
+        interpolation="bilinear")
