@@ -9,12 +9,14 @@ from gpuaug.standardization import (
     SamplewiseStandardization,
     ZCAWhitening,
 )
+from gpuaug.training import TrainWithTargets
 from gpuaug.warp import warp_images
 
 __all__ = [
     "FeaturewiseStandardization",
     "RandomTransform",
     "SamplewiseStandardization",
+    "TrainWithTargets",
     "ZCAWhitening",
     "from_image_data_generator",
     "sample_transformation",

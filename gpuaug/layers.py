@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from gpuaug import colour, config as config_lib, matrices, sampling, warp
+from gpuaug import colour, config as config_lib, matrices, sampling, targets, warp
 from gpuaug.distribute import ReplicaSeedGenerator
 
 
@@ -55,15 +55,26 @@ class RandomTransform(keras.layers.Layer):
             reference's point (row w/2 - 0.5, col h/2 - 0.5, swapped for
             non-square images); "image" uses the true image centre.
         seed: int or None, for reproducible draws.
+        bounding_box_format: the format of "bounding_boxes" in dict inputs,
+            as in Keras ("xyxy", "rel_xyxy", "xywh", "center_xywh", "yxyx",
+            ...); needed only for boxes.
+        mask_fill_value: what "segmentation_masks" get outside the image with
+            `fill_mode="constant"` (e.g. an "ignore" class); default 0.
 
     Call arguments:
         images: (N, H, W, C) or one (H, W, C) image (channels first if so
-            configured), any float or integer dtype.
+            configured), any float or integer dtype. Or a dict in Keras 3's
+            convention: {"images": (N, H, W, C), "segmentation_masks":
+            (N, H, W, C) or (N, H, W), "bounding_boxes": {"boxes": (N, B, 4),
+            "labels": (N, B)}, "keypoints": (N, K, 2) (x, y pixels),
+            "labels": ...}, all keys but "images" optional: one draw per image
+            moves every target with it (see `gpuaug.targets`).
         training: augment when True; otherwise return the input (cast to the
             layer's compute dtype; no random draws, no resampling).
 
-    Output: same shape, in the layer's compute dtype (float32 by default),
-    since the reference generator yields floats too.
+    Output: same shape (and dict structure), images in the layer's compute
+    dtype (float32 by default), since the reference generator yields floats
+    too; masks keep their dtype, labels pass through.
     """
 
     def __init__(
@@ -84,9 +95,18 @@ class RandomTransform(keras.layers.Layer):
         shift_axes="reference",
         center="reference",
         seed=None,
+        bounding_box_format=None,
+        mask_fill_value=0,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if bounding_box_format is not None and bounding_box_format not in targets.BOX_FORMATS:
+            raise ValueError(f"`bounding_box_format` must be None or one of {targets.BOX_FORMATS}. "
+                             f"Received: {bounding_box_format!r}")
+        if isinstance(mask_fill_value, bool) or not isinstance(mask_fill_value, (int, float)):
+            raise ValueError(f"`mask_fill_value` must be a number. Received: {mask_fill_value!r}")
+        self.bounding_box_format = bounding_box_format
+        self.mask_fill_value = mask_fill_value
         self.augmentation = config_lib.AugmentationConfig.from_arguments(
             rotation_range=rotation_range,
             width_shift_range=width_shift_range,
@@ -128,6 +148,8 @@ class RandomTransform(keras.layers.Layer):
             "shift_axes": shift_axes,
             "center": center,
             "seed": seed,
+            "bounding_box_format": bounding_box_format,
+            "mask_fill_value": mask_fill_value,
         }
 
     # Shapes --------------------------------------------------------------
@@ -159,6 +181,9 @@ class RandomTransform(keras.layers.Layer):
         return shape[-2], shape[-1]
 
     def compute_output_shape(self, input_shape):
+        if isinstance(input_shape, dict):
+            return {key: (dict(value) if isinstance(value, dict) else tuple(value))
+                    for key, value in input_shape.items()}
         return tuple(input_shape)
 
     # Parameters and application ----------------------------------------
@@ -211,13 +236,7 @@ class RandomTransform(keras.layers.Layer):
 
     def _apply(self, images, transformation, height, width):
         augmentation = self.augmentation
-        transform = matrices.transform_matrices(
-            transformation,
-            height,
-            width,
-            shift_axes=augmentation.shift_axes,
-            center=augmentation.center,
-        )
+        transform = self._geometry(transformation, height, width)
         outputs = warp.warp_images(
             images,
             transform,
@@ -233,7 +252,79 @@ class RandomTransform(keras.layers.Layer):
             outputs = colour.brightness_shift(outputs, brightness)
         return outputs
 
+    # Targets (dict inputs) ------------------------------------------------
+
+    def _geometry(self, transformation, height, width):
+        augmentation = self.augmentation
+        return matrices.transform_matrices(transformation, height, width, shift_axes=augmentation.shift_axes,
+                                           center=augmentation.center)
+
+    def transform_segmentation_masks(self, masks, transformation):
+        """Applies a transformation dict's geometry to (N, H, W, C) or
+        (N, H, W) masks (channels first if so configured): nearest pixel,
+        no colour change, `mask_fill_value` for "constant", dtype kept."""
+        masks = ops.convert_to_tensor(masks)
+        rank = len(ops.shape(masks))
+        if rank not in (3, 4):
+            raise ValueError(f"`segmentation_masks` must be (N, H, W, C) or (N, H, W); received shape "
+                             f"{tuple(ops.shape(masks))}.")
+        if rank == 3:
+            masks = masks[..., None]
+        elif self.data_format == "channels_first":
+            masks = ops.transpose(masks, (0, 2, 3, 1))
+        height, width = ops.shape(masks)[1], ops.shape(masks)[2]
+        outputs = targets.transform_masks(masks, self._geometry(transformation, height, width),
+                                          self.augmentation.fill_mode, self.mask_fill_value)
+        if rank == 3:
+            return outputs[..., 0]
+        if self.data_format == "channels_first":
+            outputs = ops.transpose(outputs, (0, 3, 1, 2))
+        return outputs
+
+    def transform_bounding_boxes(self, bounding_boxes, transformation, height, width):
+        """Moves {"boxes": (N, B, 4), "labels": (N, B)} in
+        `bounding_box_format` with images of height x width pixels."""
+        if self.bounding_box_format is None:
+            raise ValueError("Inputs with 'bounding_boxes' need the layer's `bounding_box_format`, one of "
+                             f"{targets.BOX_FORMATS}.")
+        if not isinstance(bounding_boxes, dict) or "boxes" not in bounding_boxes:
+            raise ValueError("'bounding_boxes' must be a dict with 'boxes' (N, B, 4) and optionally 'labels'.")
+        return targets.transform_bounding_boxes(bounding_boxes, self._geometry(transformation, height, width),
+                                                height, width, self.bounding_box_format)
+
+    def transform_keypoints(self, keypoints, transformation, height, width):
+        """Moves (N, K, 2) keypoints (x, y pixels); those that leave the
+        image become (-1, -1) (`targets.KEYPOINT_OUTSIDE`)."""
+        return targets.transform_keypoints(keypoints, self._geometry(transformation, height, width), height, width)
+
+    def _call_dict(self, data, training):
+        unknown = set(data) - {"images", "labels", "bounding_boxes", "segmentation_masks", "keypoints"}
+        if "images" not in data or unknown:
+            raise ValueError("A dict input needs 'images' and may have 'labels', 'bounding_boxes', "
+                             f"'segmentation_masks', 'keypoints'; received keys {sorted(data)}.")
+        images = data["images"]
+        outputs = dict(data)
+        if len(ops.shape(images)) != 4:
+            raise ValueError(f"Dict inputs need a batch of images (rank 4); received shape {tuple(ops.shape(images))}.")
+        if not training or self.augmentation.is_identity:
+            outputs["images"] = ops.cast(images, self.compute_dtype)
+            return outputs
+        transformation = self.get_random_transformation(images)
+        height, width = self._image_size(ops.shape(images))
+        outputs["images"] = self.transform_images(images, transformation)
+        if "segmentation_masks" in data:
+            outputs["segmentation_masks"] = self.transform_segmentation_masks(data["segmentation_masks"],
+                                                                              transformation)
+        if "bounding_boxes" in data:
+            outputs["bounding_boxes"] = self.transform_bounding_boxes(data["bounding_boxes"], transformation,
+                                                                      height, width)
+        if "keypoints" in data:
+            outputs["keypoints"] = self.transform_keypoints(data["keypoints"], transformation, height, width)
+        return outputs
+
     def call(self, images, training=None):
+        if isinstance(images, dict):
+            return self._call_dict(images, training)
         if not training or self.augmentation.is_identity:
             return ops.cast(images, self.compute_dtype)
         return self.transform_images(images, self.get_random_transformation(images))

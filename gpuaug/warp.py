@@ -149,7 +149,8 @@ def _lerp(a, b, t):
 
 
 def warp_images(
-    images, matrices, fill_mode="nearest", cval=0.0, interpolation_order=1, index_mode=None
+    images, matrices, fill_mode="nearest", cval=0.0, interpolation_order=1, index_mode=None,
+    keep_dtype=False,
 ):
     """Resamples each image once through its matrix.
 
@@ -163,11 +164,16 @@ def warp_images(
         interpolation_order: 0 (nearest pixel) or 1 (bilinear).
         index_mode: None (chosen by `choose_index_mode(N, H, W)`), or one of
             "int32", "int64", "per_image" to force it (same pixels).
+        keep_dtype: with order 0, gather in the input's dtype (exact for any
+            integer, e.g. segmentation labels) and give `cval` that dtype.
 
     Returns:
-        float32 tensor (N, H, W, C).
+        (N, H, W, C): float32, or the input's dtype with `keep_dtype`.
     """
-    images = ops.cast(images, "float32")
+    if keep_dtype and interpolation_order != 0:
+        raise ValueError("`keep_dtype` needs `interpolation_order=0` (nearest pixel).")
+    if not keep_dtype:
+        images = ops.cast(images, "float32")
     shape = ops.shape(images)
     batch, height, width, channels = shape[0], shape[1], shape[2], shape[3]
     rows = ops.cast(ops.arange(height), "float32")[None, :, None]
@@ -201,5 +207,5 @@ def warp_images(
         warped = _lerp(upper, lower, y_fraction)
     if fill_mode == "constant":
         inside = ops.logical_and(x_inside, y_inside)[..., None]
-        warped = ops.where(inside, warped, ops.cast(cval, "float32"))
+        warped = ops.where(inside, warped, ops.cast(cval, warped.dtype))
     return warped

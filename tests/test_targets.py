@@ -1,0 +1,208 @@
+"""Masks, boxes and keypoints moved with their images: masks against the
+reference's images-and-masks idiom (two ImageDataGenerators, the mask one with
+interpolation_order=0), boxes against the box of a warped filled rectangle,
+keypoints against a warped marked pixel, and training with augmented masks
+inside a jit-compiled step (TensorFlow here, JAX in a subprocess)."""
+
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+from keras.src.legacy.preprocessing.image import ImageDataGenerator
+
+import gpuaug
+from conftest import REPO
+from gpuaug import targets
+from gpuaug.reference import reference_apply
+
+FILL_MODES = ["constant", "nearest", "reflect", "wrap"]
+GEOMETRY = dict(rotation_range=35, width_shift_range=0.2, height_shift_range=0.2, shear_range=15,
+                zoom_range=[0.7, 1.3], horizontal_flip=True, vertical_flip=True)
+
+
+def label_images(n=6, height=20, width=24, classes=5, seed=0):
+    """Blocky label maps (N, H, W, 1): regions of 4x4 pixels, classes 0..K-1."""
+    rng = np.random.default_rng(seed)
+    blocks = rng.integers(0, classes, (n, height // 4, width // 4, 1))
+    return np.repeat(np.repeat(blocks, 4, axis=1), 4, axis=2)
+
+
+@pytest.mark.parametrize("fill_mode", FILL_MODES)
+@pytest.mark.parametrize("dtype", ["uint8", "int32", "float32"])
+def test_masks_equal_the_reference_idiom(fill_mode, dtype):
+    masks = label_images().astype(dtype)
+    images = np.random.default_rng(1).uniform(0, 255, masks.shape[:3] + (3,)).astype("float32")
+    layer = gpuaug.RandomTransform(**GEOMETRY, channel_shift_range=30.0, fill_mode=fill_mode, cval=7.0,
+                                   mask_fill_value=9, seed=3)
+    transformation = layer.get_random_transformation(images)
+    ours = np.asarray(layer.transform_segmentation_masks(masks, transformation))
+    # The documented idiom: a second generator with the same arguments, order 0
+    # for the masks (and the mask's fill value as its cval).
+    mask_generator = ImageDataGenerator(**GEOMETRY, fill_mode=fill_mode, cval=9.0, interpolation_order=0)
+    expected = reference_apply(mask_generator, masks.astype("float64"),
+                               dict(transformation, channel_shift_intensity=None))
+    assert ours.dtype == np.dtype(dtype)  # dtype kept
+    np.testing.assert_array_equal(ours, expected.astype(dtype))
+    assert not np.array_equal(ours, masks)
+
+
+def test_mask_fill_value_is_the_masks_own():
+    masks = np.ones((2, 8, 8, 1), "int32")
+    layer = gpuaug.RandomTransform(fill_mode="constant", cval=50.0, mask_fill_value=255)
+    moved = np.asarray(layer.transform_segmentation_masks(masks, {"tx": np.array([3.0, -3.0])}))
+    assert set(np.unique(moved)) == {1, 255}
+    assert set(np.unique(np.asarray(layer.transform_images(masks.astype("float32"), {"tx": np.array([3.0, 3.0])})))) == {1.0, 50.0}
+
+
+def test_images_and_masks_agree():
+    """A label image given as images (order 0) and as masks comes out the same."""
+    labels = label_images(seed=2)
+    layer = gpuaug.RandomTransform(**GEOMETRY, interpolation_order=0, fill_mode="reflect", seed=5)
+    out = layer({"images": labels.astype("float32"), "segmentation_masks": labels, "labels": np.arange(6)},
+                training=True)
+    np.testing.assert_array_equal(np.asarray(out["images"]).astype("int64"), np.asarray(out["segmentation_masks"]))
+    np.testing.assert_array_equal(np.asarray(out["labels"]), np.arange(6))  # passed through
+    assert not np.array_equal(np.asarray(out["segmentation_masks"]), labels)
+    # Rank-3 masks (N, H, W) work too and match.
+    rank3 = gpuaug.RandomTransform(**GEOMETRY, interpolation_order=0, seed=5)
+    t = rank3.get_random_transformation(labels)
+    np.testing.assert_array_equal(np.asarray(rank3.transform_segmentation_masks(labels[..., 0], t)),
+                                  np.asarray(rank3.transform_segmentation_masks(labels, t))[..., 0])
+
+
+def box_of(mask):
+    """xyxy (pixel edges) of the nonzero pixels of a (H, W) mask."""
+    rows, cols = np.nonzero(mask)
+    return np.array([cols.min(), rows.min(), cols.max() + 1, rows.max() + 1], "float32")
+
+
+RECTANGLES = np.array([[3, 4, 11, 9], [10, 2, 20, 14], [1, 1, 6, 17]], "float32")  # xyxy
+
+
+def rectangles(height=20, width=24):
+    masks = np.zeros((len(RECTANGLES), height, width, 1), "int32")
+    for mask, (x1, y1, x2, y2) in zip(masks, RECTANGLES.astype(int)):
+        mask[y1:y2, x1:x2] = 1
+    return masks
+
+
+@pytest.mark.parametrize("kwargs", [dict(width_shift_range=0.2, height_shift_range=0.3),
+                                    dict(zoom_range=[0.6, 1.4]), dict(horizontal_flip=True, vertical_flip=True),
+                                    dict(width_shift_range=3, zoom_range=0.2, horizontal_flip=True)])
+def test_boxes_equal_the_box_of_the_warped_rectangle(kwargs):
+    masks = rectangles()
+    layer = gpuaug.RandomTransform(**kwargs, bounding_box_format="xyxy", fill_mode="constant", seed=11)
+    for seed in range(4):
+        t = layer.get_random_transformation(masks, seed=seed)
+        warped = np.asarray(layer.transform_segmentation_masks(masks, t))
+        boxes = np.asarray(layer.transform_bounding_boxes({"boxes": RECTANGLES[:, None]}, t, 20, 24)["boxes"])
+        for box, mask in zip(boxes[:, 0], warped[..., 0]):
+            if mask.any():
+                np.testing.assert_allclose(box, box_of(mask), atol=1.0, err_msg=str(t))
+
+
+def test_with_rotation_the_box_contains_the_warped_rectangle():
+    masks = rectangles()
+    layer = gpuaug.RandomTransform(rotation_range=45, shear_range=20, bounding_box_format="xyxy",
+                                   fill_mode="constant", seed=2)
+    for seed in range(6):
+        t = layer.get_random_transformation(masks, seed=seed)
+        warped = np.asarray(layer.transform_segmentation_masks(masks, t))
+        boxes = np.asarray(layer.transform_bounding_boxes({"boxes": RECTANGLES[:, None]}, t, 20, 24)["boxes"])
+        for box, mask in zip(boxes[:, 0], warped[..., 0]):
+            # A mask pixel is in when its centre pulls from the rectangle, so
+            # its other half may stick out by up to half a pixel.
+            inner = box_of(mask)
+            assert box[0] <= inner[0] + 0.5 and box[1] <= inner[1] + 0.5
+            assert box[2] >= inner[2] - 0.5 and box[3] >= inner[3] - 0.5
+
+
+@pytest.mark.parametrize("bounding_box_format", targets.BOX_FORMATS)
+def test_every_box_format_round_trips_and_moves_like_xyxy(bounding_box_format):
+    boxes = keras.utils.bounding_boxes.convert_format(RECTANGLES[:, None], source="xyxy",
+                                                      target=bounding_box_format, height=20, width=24)
+    layer = gpuaug.RandomTransform(bounding_box_format=bounding_box_format)
+    unmoved = layer.transform_bounding_boxes({"boxes": boxes}, {"tx": np.zeros(3)}, 20, 24)["boxes"]
+    np.testing.assert_allclose(np.asarray(unmoved), np.asarray(boxes), atol=1e-4)
+    t = {"tx": np.array([2.0, -3.0, 1.0]), "zx": np.array([1.2, 0.9, 1.0]), "flip_horizontal": np.array([1, 0, 1])}
+    moved = layer.transform_bounding_boxes({"boxes": boxes}, t, 20, 24)["boxes"]
+    reference = gpuaug.RandomTransform(bounding_box_format="xyxy").transform_bounding_boxes(
+        {"boxes": RECTANGLES[:, None]}, t, 20, 24)["boxes"]
+    np.testing.assert_allclose(np.asarray(keras.utils.bounding_boxes.convert_format(
+        moved, source=bounding_box_format, target="xyxy", height=20, width=24)), np.asarray(reference), atol=1e-3)
+
+
+def test_boxes_that_leave_the_image_are_marked_as_keras_marks_them():
+    layer = gpuaug.RandomTransform(bounding_box_format="xyxy")
+    out = layer.transform_bounding_boxes({"boxes": RECTANGLES[:2, None], "labels": np.array([[4], [5]])},
+                                         {"tx": np.array([0.0, 0.0]), "ty": np.array([40.0, 2.0])}, 20, 24)
+    np.testing.assert_array_equal(np.asarray(out["labels"]), [[-1], [5]])  # shifted out: no area, label -1
+    assert np.all(np.asarray(out["boxes"]) >= 0) and np.all(np.asarray(out["boxes"])[..., 2] <= 24)
+
+
+def test_a_keypoint_on_a_marked_pixel_lands_on_the_marked_pixel():
+    height, width = 24, 28
+    rng = np.random.default_rng(4)
+    layer = gpuaug.RandomTransform(rotation_range=40, width_shift_range=0.15, height_shift_range=0.15,
+                                   zoom_range=0.15, horizontal_flip=True, vertical_flip=True,
+                                   interpolation_order=0, fill_mode="constant", seed=6)
+    checked = 0
+    for trial in range(12):
+        row, col = rng.integers(6, height - 6), rng.integers(6, width - 6)
+        image = np.zeros((1, height, width, 1), "float32")
+        image[0, row - 1:row + 2, col - 1:col + 2] = 1.0  # a 3x3 mark around (row, col)
+        keypoints = np.array([[[col + 0.5, row + 0.5]]], "float32")  # the centre of its middle pixel
+        out = layer({"images": image, "keypoints": keypoints}, training=True)
+        x, y = np.asarray(out["keypoints"])[0, 0]
+        if x < 0:
+            continue  # left the image: flagged, checked below
+        assert np.asarray(out["images"])[0, int(y), int(x), 0] == 1.0, (trial, x, y)
+        checked += 1
+    assert checked >= 8
+
+
+def test_keypoints_that_leave_the_image_get_the_sentinel():
+    layer = gpuaug.RandomTransform()
+    moved = np.asarray(layer.transform_keypoints(np.array([[[2.0, 3.0], [20.0, 3.0]]], "float32"),
+                                                 {"tx": np.array([-5.0])}, 16, 24))
+    # tx = -5 pulls from 5 pixels to the left: content moves 5 pixels right.
+    np.testing.assert_allclose(moved, [[[7.0, 3.0], [-1.0, -1.0]]])
+
+
+def test_inference_passes_targets_through_and_bad_inputs_are_value_errors():
+    layer = gpuaug.RandomTransform(**GEOMETRY)
+    data = {"images": np.zeros((2, 8, 8, 3), "uint8"), "segmentation_masks": np.ones((2, 8, 8, 1), "int32")}
+    out = layer(data, training=False)
+    assert np.asarray(out["images"]).dtype == np.float32
+    np.testing.assert_array_equal(np.asarray(out["segmentation_masks"]), data["segmentation_masks"])
+    with pytest.raises(ValueError, match="'images'"):
+        layer({"segmentation_masks": data["segmentation_masks"]}, training=True)
+    with pytest.raises(ValueError, match="bounding_box_format"):
+        layer({"images": data["images"], "bounding_boxes": {"boxes": np.zeros((2, 1, 4))}}, training=True)
+    with pytest.raises(ValueError, match="bounding_box_format"):
+        gpuaug.RandomTransform(bounding_box_format="corners")
+    with pytest.raises(ValueError, match="mask_fill_value"):
+        gpuaug.RandomTransform(mask_fill_value="ignore")
+    config = gpuaug.RandomTransform(bounding_box_format="center_xywh", mask_fill_value=255).get_config()
+    again = gpuaug.RandomTransform.from_config(config)
+    assert again.bounding_box_format == "center_xywh" and again.mask_fill_value == 255
+
+
+def test_segmentation_trains_with_aligned_masks_in_a_jit_step_tensorflow(tmp_path):
+    result = subprocess.run([sys.executable, str(REPO / "tests" / "segmentation_script.py"), str(tmp_path)],
+                            cwd=REPO, env=dict(os.environ, KERAS_BACKEND="tensorflow", PYTHONPATH=str(REPO)),
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "aligned: True" in result.stdout, result.stdout
+
+
+def test_segmentation_trains_with_aligned_masks_in_a_jit_step_jax(tmp_path):
+    result = subprocess.run([sys.executable, str(REPO / "tests" / "segmentation_script.py"), str(tmp_path)],
+                            cwd=REPO, env=dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu",
+                                               PYTHONPATH=str(REPO)),
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "aligned: True" in result.stdout, result.stdout
