@@ -56,7 +56,8 @@ def parse_args(argv=None):
         "keras.datasets.cifar10.load_data().",
     )
     data.add_argument("--limit", type=int, default=None, metavar="N",
-                      help="train on N training images, a random subset drawn with --seed (every class)")
+                      help="use N of the training images, a random subset drawn with --seed (every class); "
+                      "--validation-split holds out part of these")
     data.add_argument("--validation-split", type=float, default=None, metavar="F",
                       help="hold out this fraction of the training images (drawn with --seed) and report "
                       "loss and accuracy on it after each epoch (default: on the test set)")
@@ -295,6 +296,9 @@ def run(args):
         raise UsageError("--augment generator runs the legacy ImageDataGenerator, which needs scipy: "
                          "pip install -r requirements-test.txt")
     splits = load_dataset(args)
+    if splits.kind == "folder" and args.augment == "generator" and importlib.util.find_spec("PIL") is None:
+        raise UsageError("--augment generator on an image folder runs flow_from_directory, which needs Pillow: "
+                         "pip install -r requirements-test.txt")
     for path, flag in ((args.export, "--export"), (args.checkpoint_dir, "--checkpoint-dir"),
                        (args.metrics_json, "--metrics-json")):
         if path:

@@ -247,10 +247,21 @@ def test_metrics_json_that_is_a_directory_fails_before_training(tmp_path):
     assert "epoch 1" not in result.stdout
 
 
-def test_bad_numbers_are_usage_errors():
-    result = run_cli("--epochs", "0")
-    assert result.returncode == 2 and "--epochs must be >= 1" in result.stderr
+@pytest.mark.parametrize("flags, message", [
+    (["--epochs", "0"], "--epochs must be >= 1"),
+    (["--validation-split", "1.5"], "--validation-split must be between 0 and 1"),
+    (["--image-size", "0", "32"], "--image-size must be two sizes >= 1"),
+])
+def test_bad_numbers_are_usage_errors(flags, message):
+    result = run_cli(*flags)
+    assert result.returncode == 2 and message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_too_few_images_for_the_splits_is_one_line(tmp_path):
+    write_image_folder(tmp_path, [np.zeros((8, 8, 3), np.uint8)] * 3, [0, 1, 0])
+    result = run_cli("--data-dir", str(tmp_path), "--validation-split", "0.1", "--limit", "1")
+    assert_one_line_error(result, "too few for a training set and a validation set")
 
 
 def test_help_lists_the_flags():
