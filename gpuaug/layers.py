@@ -180,6 +180,26 @@ class RandomTransform(keras.layers.Layer):
             return shape[-3], shape[-2]
         return shape[-2], shape[-1]
 
+    def compute_output_spec(self, inputs, training=None):
+        if not isinstance(inputs, dict):
+            return super().compute_output_spec(inputs, training=training)
+
+        def like(tensor, dtype=None):
+            return keras.KerasTensor(tensor.shape, dtype=dtype or tensor.dtype)
+
+        outputs = {}
+        for key, value in inputs.items():
+            if key == "images":
+                outputs[key] = like(value, self.compute_dtype)
+            elif key == "bounding_boxes":
+                outputs[key] = {name: like(part, "float32" if name == "boxes" else None)
+                                for name, part in value.items()}
+            elif key == "keypoints":
+                outputs[key] = like(value, "float32")
+            else:  # masks keep their dtype, labels pass through
+                outputs[key] = like(value)
+        return outputs
+
     def compute_output_shape(self, input_shape):
         if isinstance(input_shape, dict):
             return {key: (dict(value) if isinstance(value, dict) else tuple(value))

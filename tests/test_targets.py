@@ -191,6 +191,39 @@ def test_inference_passes_targets_through_and_bad_inputs_are_value_errors():
     assert again.bounding_box_format == "center_xywh" and again.mask_fill_value == 255
 
 
+def test_dict_inputs_in_a_functional_model_and_in_tf_data():
+    import tensorflow as tf
+
+    layer = gpuaug.RandomTransform(**GEOMETRY, bounding_box_format="xyxy", seed=0)
+    inputs = {"images": keras.Input((20, 24, 1), name="images"),
+              "segmentation_masks": keras.Input((20, 24, 1), dtype="int32", name="segmentation_masks"),
+              "keypoints": keras.Input((3, 2), name="keypoints")}
+    outputs = layer(inputs)
+    assert outputs["images"].dtype == "float32" and outputs["segmentation_masks"].dtype == "int32"
+    assert outputs["keypoints"].shape == (None, 3, 2)
+    labels = label_images()
+    data = {"images": labels.astype("float32"), "segmentation_masks": labels.astype("int32"),
+            "keypoints": np.full((6, 3, 2), 5.5, "float32")}
+    model = keras.Model(inputs, outputs)
+    predicted = model(data, training=True)
+    assert predicted["segmentation_masks"].dtype == "int32"
+    # In a tf.data pipeline, as Keras' own image layers are used.
+    batch = next(iter(tf.data.Dataset.from_tensor_slices(data).batch(6).map(
+        lambda d: layer(d, training=True))))
+    assert batch["segmentation_masks"].dtype == tf.int32 and batch["images"].shape == (6, 20, 24, 1)
+
+
+def test_train_with_targets_config_round_trip():
+    inputs = keras.Input((8, 8, 1))
+    model = keras.Model(inputs, keras.layers.Conv2D(2, 1)(inputs))
+    trainer = gpuaug.TrainWithTargets(model, gpuaug.RandomTransform(rotation_range=5, mask_fill_value=3))
+    again = gpuaug.TrainWithTargets.from_config(trainer.get_config())
+    assert again.target == "segmentation_masks" and again.augmentation.mask_fill_value == 3
+    assert [type(layer).__name__ for layer in again.model.layers] == ["InputLayer", "Conv2D"]
+    with pytest.raises(ValueError, match="target"):
+        gpuaug.TrainWithTargets(model, trainer.augmentation, target="masks")
+
+
 def test_segmentation_trains_with_aligned_masks_in_a_jit_step_tensorflow(tmp_path):
     result = subprocess.run([sys.executable, str(REPO / "tests" / "segmentation_script.py"), str(tmp_path)],
                             cwd=REPO, env=dict(os.environ, KERAS_BACKEND="tensorflow", PYTHONPATH=str(REPO)),
