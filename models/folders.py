@@ -137,8 +137,9 @@ def open_image_folder(path, image_size=(32, 32), seed=0, limit=None, validation_
     if n_train == total:
         train, rest = _keras_loader(train_dir, image_size, seed, shuffle=True), None
     else:
-        # Keras' split keeps the first int(split * total) files of its
-        # permutation out of training; +0.5 makes that exactly total - n_train.
+        # Keras' split holds out the last int(split * total) files of its
+        # permutation; +0.5 makes that exactly total - n_train, so training
+        # is the first n_train and `rest` the others, in permutation order.
         split = (total - n_train + 0.5) / total
         train, rest = _keras_loader(train_dir, image_size, seed, shuffle=True,
                                     validation_split=split, subset="both")
