@@ -109,6 +109,15 @@ def flat_index(image, row, col, height, width, dtype):
     return image * ops.cast(height * width, dtype) + row * ops.cast(width, dtype) + col
 
 
+def gather_form():
+    """How the taps are gathered: "stacked" (one gather of (N, H, W, taps)
+    indices) on JAX, "separate" (one 1-D gather per tap) elsewhere: the form
+    each XLA front end compiles best, measured on CPU (on TensorFlow the
+    separate gathers run about 2.5x faster alone, on JAX the stacked one
+    1.5x; `python -m benchmarks.gather_forms` compares them)."""
+    return "stacked" if keras.backend.backend() == "jax" else "separate"
+
+
 def _gather(images, pairs, mode):
     """The pixels at each (row, column) index pair of every image.
 
@@ -118,11 +127,7 @@ def _gather(images, pairs, mode):
         mode: an `INDEX_MODES` value (see `choose_index_mode`).
 
     Returns:
-        One (N, H, W, C) tensor per pair.
-
-    The form is the one each XLA front end compiles best (measured on CPU):
-    TensorFlow runs one 1-D gather per pair about 2.5x faster than one gather
-    of stacked (N*H*W, 4) indices, JAX runs the stacked form 1.5x faster.
+        One (N, H, W, C) tensor per pair, gathered in the `gather_form()`.
     """
     batch, height, width, channels = ops.shape(images)
     shape = (batch, height, width, channels)
@@ -137,7 +142,7 @@ def _gather(images, pairs, mode):
     pixels = ops.reshape(images, (-1, channels))
     image = ops.arange(batch, dtype=mode)[:, None, None]
     indices = [flat_index(image, row, col, height, width, mode) for row, col in pairs]
-    if keras.backend.backend() == "jax" and len(indices) > 1:
+    if gather_form() == "stacked" and len(indices) > 1:
         stacked = ops.take(pixels, ops.stack(indices, axis=-1), axis=0)  # (N, H, W, taps, C)
         return [stacked[..., k, :] for k in range(len(indices))]
     return [ops.reshape(ops.take(pixels, ops.reshape(index, (-1,)), axis=0), shape) for index in indices]
@@ -175,7 +180,7 @@ def warp_images(
     if not keep_dtype:
         images = ops.cast(images, "float32")
     shape = ops.shape(images)
-    batch, height, width, channels = shape[0], shape[1], shape[2], shape[3]
+    batch, height, width = shape[0], shape[1], shape[2]
     rows = ops.cast(ops.arange(height), "float32")[None, :, None]
     cols = ops.cast(ops.arange(width), "float32")[None, None, :]
     # One matrix for all images (N = 1) is repeated: the gathers are flat.

@@ -69,6 +69,24 @@ def _replace_with_copy(source, destination):
     os.replace(partial, destination)
 
 
+def write(model, folder, epochs_done, backup=False):
+    """Writes a training state in `BackupAndRestore`'s files, each replaced
+    atomically (weights saved to a partial file first). With `backup` (its
+    `double_checkpoint`), the previous state is copied to `*.bkp` first."""
+    folder = pathlib.Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    partial = folder / "partial.weights.h5"
+    model.save_weights(partial)
+    if backup:
+        for name in (WEIGHTS, METADATA):
+            if (folder / name).exists():
+                _replace_with_copy(folder / name, folder / (name + BACKUP))
+    os.replace(partial, folder / WEIGHTS)
+    metadata = folder / (METADATA + ".partial")
+    metadata.write_text(json.dumps({"epoch": epochs_done}))
+    os.replace(metadata, folder / METADATA)
+
+
 def restore(model, folder, repair=True):
     """Loads the newest usable training state of `folder` into `model`.
 

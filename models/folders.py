@@ -50,8 +50,13 @@ class FolderSplits:
     test: object
     counts: dict  # {"train": n, "validation": n, "test": n}
     class_names: list
-    train_files: list  # [(path, label)] of the training split, in permutation order
     folders: tuple  # the class-folder roots read: (train,) or (train, test)
+
+    def training_files(self):
+        """[(path, label)] of the training split, in Keras' permutation order."""
+        labels = {name: label for label, name in enumerate(self.class_names)}
+        return [(path, labels[pathlib.Path(path).relative_to(self.folders[0]).parts[0]])
+                for path in self.train.file_paths]
 
 
 def _class_folders(folder):
@@ -64,29 +69,35 @@ def _class_folders(folder):
     return names
 
 
+def _files(folder, class_names):
+    """Every file under the class folders of `folder`, at any depth (as
+    Keras' loader walks them), in sorted order."""
+    for name in class_names:
+        for root, _, files in sorted(os.walk(pathlib.Path(folder) / name)):
+            for file in sorted(files):
+                yield pathlib.Path(root) / file
+
+
 def check_image_files(folder, class_names):
     """Returns the number of image files under the class folders of `folder`
     (what Keras' loader will read: every file, at any depth, whose suffix it
     reads), after checking each: another file (not hidden) or an image whose
     first bytes are not its format's raises DataError naming it."""
     count = 0
-    for name in class_names:
-        for root, _, files in os.walk(folder / name):
-            for file in sorted(files):
-                path = pathlib.Path(root) / file
-                suffix = path.suffix.lower()
-                if suffix not in SIGNATURES:
-                    if file.startswith("."):
-                        continue  # .DS_Store and the like: Keras skips them too
-                    raise DataError(f"{path} is not an image file (expected one of {', '.join(IMAGE_SUFFIXES)})")
-                try:
-                    with open(path, "rb") as handle:
-                        head = handle.read(8)
-                except OSError as error:
-                    raise DataError(f"cannot read image {path}: {error.strerror or error}") from None
-                if not head.startswith(SIGNATURES[suffix]):
-                    raise DataError(f"cannot read image {path}: not a {suffix[1:].upper()} file")
-                count += 1
+    for path in _files(folder, class_names):
+        suffix = path.suffix.lower()
+        if suffix not in SIGNATURES:
+            if path.name.startswith("."):
+                continue  # .DS_Store and the like: Keras skips them too
+            raise DataError(f"{path} is not an image file (expected one of {', '.join(IMAGE_SUFFIXES)})")
+        try:
+            with open(path, "rb") as handle:
+                head = handle.read(8)
+        except OSError as error:
+            raise DataError(f"cannot read image {path}: {error.strerror or error}") from None
+        if not head.startswith(SIGNATURES[suffix]):
+            raise DataError(f"cannot read image {path}: not a {suffix[1:].upper()} file")
+        count += 1
     if count == 0:
         raise DataError(f"no images in the class folders of {folder}")
     return count
@@ -148,12 +159,9 @@ def open_image_folder(path, image_size=(32, 32), seed=0, limit=None, validation_
         test = _keras_loader(test_dir, image_size, seed, shuffle=False, class_names=class_names)
     else:
         test = rest.skip(total - n_train - n_test)
-    names = {name: label for label, name in enumerate(class_names)}
-    train_files = [(p, names[pathlib.Path(p).relative_to(train_dir).parts[0]]) for p in train.file_paths]
     return FolderSplits(train=train, validation=validation, test=test,
                         counts={"train": n_train, "validation": n_val, "test": n_test},
-                        class_names=class_names, train_files=train_files,
-                        folders=(train_dir,) if test_dir is None else (train_dir, test_dir))
+                        class_names=class_names, folders=(train_dir,) if test_dir is None else (train_dir, test_dir))
 
 
 def is_decode_error(error):
@@ -170,16 +178,13 @@ def find_undecodable(folders, class_names):
     import tensorflow as tf
 
     for folder in folders:
-        for name in class_names:
-            for root, _, files in sorted(os.walk(pathlib.Path(folder) / name)):
-                for file in sorted(files):
-                    path = pathlib.Path(root) / file
-                    if path.suffix.lower() not in SIGNATURES:
-                        continue
-                    try:
-                        tf.io.decode_image(tf.io.read_file(str(path)), channels=3, expand_animations=False)
-                    except tf.errors.OpError as error:
-                        reason = (error.message or type(error).__name__).strip().splitlines()[0]
-                        reason = re.sub(r"^\{\{.*?\}\}\s*|\s*\[Op:.*$", "", reason)  # TF's op decorations
-                        return f"cannot read image {path}: {reason}"
+        for path in _files(folder, class_names):
+            if path.suffix.lower() not in SIGNATURES:
+                continue
+            try:
+                tf.io.decode_image(tf.io.read_file(str(path)), channels=3, expand_animations=False)
+            except tf.errors.OpError as error:
+                reason = (error.message or type(error).__name__).strip().splitlines()[0]
+                reason = re.sub(r"^\{\{.*?\}\}\s*|\s*\[Op:.*$", "", reason)  # TF's op decorations
+                return f"cannot read image {path}: {reason}"
     return f"cannot decode an image in {', '.join(map(str, folders))}"

@@ -42,10 +42,7 @@ def process_share(part, count, seed, index, processes, multiple):
     if isinstance(part, tuple):
         part = jax_cluster.process_shard(*part, seed, index, processes, multiple)
         return part, len(part[0])
-    length = count // processes // multiple * multiple
-    if length == 0:
-        raise jax_cluster.ClusterError(f"{count} images cannot give each of {processes} processes "
-                                       f"{multiple} image(s)")
+    length = jax_cluster.shard_length(count, processes, multiple)
     # Every process draws the same shuffle (same seed), so the shards are disjoint.
     return part.shard(processes, index).take(length), length
 
@@ -72,7 +69,7 @@ def generator_flow(splits, augmentation, batch_size, seed, scratch):
     generator = ImageDataGenerator(**augmentation)
     if splits.kind == "arrays":
         return generator.flow(*splits.train, batch_size=batch_size, shuffle=True, seed=seed)
-    folder = link_training_files(splits.folder.train_files, splits.folder.class_names, scratch)
+    folder = link_training_files(splits.folder.training_files(), splits.folder.class_names, scratch)
     return generator.flow_from_directory(
         folder, target_size=splits.image_shape[:2], color_mode="rgb", classes=splits.folder.class_names,
         class_mode="sparse", batch_size=batch_size, shuffle=True, seed=seed, follow_links=True,

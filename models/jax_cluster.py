@@ -14,14 +14,11 @@ per-process batch per step; Keras assembles the global batch from them
 (`jax.make_array_from_process_local_data`), so `auto_shard_dataset` is off.
 """
 
-import json
-import os
 import pathlib
-import shutil
 
 import numpy as np
 
-from models.checkpoints import METADATA, WEIGHTS
+from models import checkpoints
 
 
 class ClusterError(Exception):
@@ -36,9 +33,6 @@ def initialize(coordinator_address=None, num_processes=None, process_id=None):
             `KERAS_DISTRIBUTION_JOB_ADDRESSES`, else JAX detects the cluster,
             e.g. under SLURM or on Cloud TPU).
         num_processes, process_id: ints (None: from the same sources).
-
-    Returns:
-        (process_index, process_count, local_device_count).
     """
     import keras
 
@@ -51,11 +45,8 @@ def initialize(coordinator_address=None, num_processes=None, process_id=None):
     except Exception as error:  # noqa: BLE001 - JAX raises RuntimeError, ValueError, XlaRuntimeError
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ClusterError(f"--strategy multiworker: cannot join the JAX cluster ({reason})") from None
-    import jax
-
     keras.distribution.set_distribution(keras.distribution.DataParallel(
         devices=keras.distribution.list_devices(), auto_shard_dataset=False))
-    return jax.process_index(), jax.process_count(), jax.local_device_count()
 
 
 def process_info():
@@ -65,20 +56,24 @@ def process_info():
     return jax.process_index(), jax.process_count(), jax.local_device_count()
 
 
-def process_shard(images, labels, seed, process_index, process_count, multiple=1):
-    """This process's share of (images, labels).
-
-    The arrays are permuted with `seed` (the same permutation in every
-    process, so that a class-sorted source is spread over all processes) and
-    dealt round-robin; every shard gets the same length, a multiple of
-    `multiple` (the local device count), so that all processes run the same
-    number of steps and every partial batch splits over the local devices.
-    Up to process_count * multiple - 1 images are left out.
-    """
-    length = (len(images) // process_count) // multiple * multiple
+def shard_length(count, process_count, multiple=1):
+    """Images per process when `count` are shared out: the same in every
+    process, a multiple of `multiple` (the local device count), so that all
+    processes run the same number of steps and every partial batch splits
+    over the local devices. Up to process_count * multiple - 1 images are
+    left out."""
+    length = (count // process_count) // multiple * multiple
     if length == 0:
-        raise ClusterError(f"{len(images)} images cannot give each of {process_count} processes "
-                           f"{multiple} image(s)")
+        raise ClusterError(f"{count} images cannot give each of {process_count} processes {multiple} image(s)")
+    return length
+
+
+def process_shard(images, labels, seed, process_index, process_count, multiple=1):
+    """This process's share of (images, labels): the arrays permuted with
+    `seed` (the same permutation in every process, so that a class-sorted
+    source is spread over all processes), dealt round-robin, each share
+    `shard_length` long."""
+    length = shard_length(len(images), process_count, multiple)
     order = np.random.default_rng(seed).permutation(len(images))
     mine = order[process_index::process_count][:length]
     return images[mine], labels[mine]
@@ -104,26 +99,14 @@ def save_on_every_process(save, chief):
 
 
 def write_checkpoint(model, folder, epochs_done, chief):
-    """Writes `BackupAndRestore`'s files (double checkpoint: the previous
-    state becomes `*.bkp` first), each replaced atomically, on the chief;
-    the other processes save into scratch (see above)."""
+    """`checkpoints.write` with a backup (double checkpoint) on the chief;
+    the other processes save the weights into scratch (see above)."""
 
     def save(scratch):
-        target = pathlib.Path(scratch or folder)
-        target.mkdir(parents=True, exist_ok=True)
-        partial = target / "partial.weights.h5"
-        model.save_weights(partial)
-        if scratch is not None:
-            return
-        for name in (WEIGHTS, METADATA):
-            if (target / name).exists():
-                copy = target / (name + ".bkp.partial")
-                shutil.copyfile(target / name, copy)
-                os.replace(copy, target / (name + ".bkp"))
-        os.replace(partial, target / WEIGHTS)
-        metadata = target / (METADATA + ".partial")
-        metadata.write_text(json.dumps({"epoch": epochs_done}))
-        os.replace(metadata, target / METADATA)
+        if scratch is None:
+            checkpoints.write(model, folder, epochs_done, backup=True)
+        else:
+            model.save_weights(scratch / "partial.weights.h5")
 
     save_on_every_process(save, chief)
 

@@ -11,9 +11,7 @@ each replaced atomically by the chief and read by every worker (train.py
 restores them before training).
 """
 
-import json
-import os
-import pathlib
+from models import checkpoints
 
 
 def _distributed_dataset(strategy, x, y, global_batch, seed):
@@ -28,17 +26,6 @@ def _distributed_dataset(strategy, x, y, global_batch, seed):
         .with_options(options)
     )
     return strategy.experimental_distribute_dataset(dataset)
-
-
-def _save_checkpoint(model, folder, epochs_done):
-    folder = pathlib.Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    partial = folder / "partial.weights.h5"
-    model.save_weights(partial)
-    os.replace(partial, folder / "latest.weights.h5")
-    metadata = folder / "training_metadata.json.partial"
-    metadata.write_text(json.dumps({"epoch": epochs_done}))
-    os.replace(metadata, folder / "training_metadata.json")
 
 
 def fit_multiworker(model, strategy, x, y, *, epochs, global_batch, seed, callbacks,
@@ -79,7 +66,7 @@ def fit_multiworker(model, strategy, x, y, *, epochs, global_batch, seed, callba
         for callback in callbacks:
             callback.on_epoch_end(epoch, logs)
         if checkpoint_dir and chief:
-            _save_checkpoint(model, checkpoint_dir, epoch + 1)
+            checkpoints.write(model, checkpoint_dir, epoch + 1)
 
 
 def accuracy(model, x, y, batch_size=256):

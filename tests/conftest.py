@@ -1,4 +1,5 @@
-"""Shared fixtures: the real CIFAR-10 files in ../shared."""
+"""Shared fixtures and checks: the real CIFAR-10 files in ../shared, train.py's
+one-line errors."""
 
 import os
 import pathlib
@@ -24,3 +25,13 @@ def cifar_test_images():
         )
     images, _ = load_batch(str(path))
     return np.ascontiguousarray(images.transpose(0, 2, 3, 1)[:64]).astype("float32")
+
+
+def assert_one_line_error(result, *fragments):
+    """train.py's contract for a problem the user can fix: exit status 2,
+    one `train.py: error:` line holding every fragment, no traceback."""
+    assert result.returncode == 2, result.stdout[-1000:] + result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("train.py")]
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]

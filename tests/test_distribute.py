@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import CIFAR_DIR, REPO
+from conftest import CIFAR_DIR, REPO, assert_one_line_error
 
 QUICK = ["--data-dir", str(CIFAR_DIR), "--limit", "256", "--epochs", "1",
          "--batch-size", "32", "--verbose", "0"]
@@ -69,29 +69,36 @@ def free_port():
         return s.getsockname()[1]
 
 
-def run_two_workers(tmp_path, *extra, timeout=300):
-    """Two train.py worker processes on 127.0.0.1 under TF_CONFIG; both are
-    killed if they outlive `timeout`."""
-    cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
+def run_together(tmp_path, name, commands, timeout):
+    """Starts every (args, env) of `commands` at once, each logging to
+    tmp_path/<name><i>.log; all are killed if they outlive `timeout`.
+    Returns the logs, after checking that every process exited with 0."""
     processes = []
-    for index in range(2):
-        env = dict(os.environ, PYTHONPATH=str(REPO),
-                   TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
-        log = open(tmp_path / f"worker{index}.log", "w")
-        processes.append((subprocess.Popen(
-            [sys.executable, str(REPO / "train.py"), *QUICK, "--strategy", "multiworker", *extra],
-            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT), log))
+    for index, (args, env) in enumerate(commands):
+        log = open(tmp_path / f"{name}{index}.log", "w")
+        processes.append((subprocess.Popen(args, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT), log))
     try:
-        codes = [p.wait(timeout=timeout) for p, _ in processes]
+        codes = [process.wait(timeout=timeout) for process, _ in processes]
     finally:
         for process, log in processes:
             if process.poll() is None:
                 process.kill()
                 process.wait()
             log.close()
-    outputs = [(tmp_path / f"worker{i}.log").read_text() for i in range(2)]
-    assert codes == [0, 0], "\n".join(o[-3000:] for o in outputs)
+    outputs = [(tmp_path / f"{name}{i}.log").read_text() for i in range(len(commands))]
+    assert codes == [0] * len(commands), "\n".join(o[-3000:] for o in outputs)
     return outputs
+
+
+def run_two_workers(tmp_path, *extra, timeout=300):
+    """Two train.py worker processes on 127.0.0.1 under TF_CONFIG; both are
+    killed if they outlive `timeout`."""
+    cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
+    commands = [([sys.executable, str(REPO / "train.py"), *QUICK, "--strategy", "multiworker", *extra],
+                 dict(os.environ, PYTHONPATH=str(REPO),
+                      TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})))
+                for index in range(2)]
+    return run_together(tmp_path, "worker", commands, timeout)
 
 
 def test_train_multiworker_two_local_processes(tmp_path):
@@ -136,25 +143,11 @@ def run_jax_cluster(tmp_path, *extra, processes=2, timeout=300):
     env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu",
                PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "tests")]))
     env.pop("XLA_FLAGS", None)
-    running = []
-    for index in range(processes):
-        log = open(tmp_path / f"process{index}.log", "w")
-        args = [sys.executable, str(REPO / "tests" / "jax_cluster_script.py"), str(tmp_path), *QUICK,
-                "--model", "tiny", "--strategy", "multiworker", "--coordinator-address", address,
-                "--num-processes", str(processes), "--process-id", str(index), *extra]
-        running.append((subprocess.Popen(args, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT), log))
-    try:
-        for process, _ in running:
-            process.wait(timeout=timeout)
-    finally:
-        for process, log in running:
-            if process.poll() is None:
-                process.kill()
-            process.wait()
-            log.close()
-    logs = [(tmp_path / f"process{i}.log").read_text() for i in range(processes)]
-    for (process, _), log in zip(running, logs):
-        assert process.returncode == 0, log[-3000:]
+    commands = [([sys.executable, str(REPO / "tests" / "jax_cluster_script.py"), str(tmp_path), *QUICK,
+                  "--model", "tiny", "--strategy", "multiworker", "--coordinator-address", address,
+                  "--num-processes", str(processes), "--process-id", str(index), *extra], env)
+                for index in range(processes)]
+    logs = run_together(tmp_path, "process", commands, timeout)
     results = []
     for index in range(processes):
         data = dict(np.load(tmp_path / f"process{index}.npz"))
@@ -208,5 +201,4 @@ def test_jax_cluster_flag_errors(backend, flags, message):
     env = dict(os.environ, KERAS_BACKEND=backend, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO))
     result = subprocess.run([sys.executable, str(REPO / "train.py"), *QUICK, *flags], cwd=REPO, env=env,
                             capture_output=True, text=True, timeout=300)
-    lines = [line for line in result.stderr.splitlines() if line.startswith("train.py")]
-    assert result.returncode == 2 and len(lines) == 1 and message in lines[0], result.stderr[-2000:]
+    assert_one_line_error(result, message)

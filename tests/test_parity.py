@@ -17,7 +17,6 @@ dense positions, half-pixel ties included, with no difference at all.
 
 import numpy as np
 import pytest
-import scipy.ndimage
 from keras.src.legacy.preprocessing.image import ImageDataGenerator
 
 import gpuaug

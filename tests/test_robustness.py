@@ -16,7 +16,7 @@ from keras.src.legacy.preprocessing.image import ImageDataGenerator
 
 import gpuaug
 import train
-from conftest import CIFAR_DIR, REPO
+from conftest import CIFAR_DIR, REPO, assert_one_line_error
 
 FAST = settings(max_examples=30, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow])
@@ -172,14 +172,6 @@ def test_very_large_image_memory():
 def run_cli(*args):
     return subprocess.run([sys.executable, str(REPO / "train.py"), *args], cwd=REPO,
                           capture_output=True, text=True, timeout=300)
-
-
-def assert_one_line_error(result, *fragments):
-    assert result.returncode == 2, result.stdout[-1000:] + result.stderr[-2000:]
-    lines = [l for l in result.stderr.splitlines() if l.startswith("train.py")]
-    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
-    for fragment in fragments:
-        assert fragment in lines[0]
 
 
 def test_unwritable_export_location_fails_before_training():

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import train
-from conftest import CIFAR_DIR, REPO
+from conftest import CIFAR_DIR, REPO, assert_one_line_error
 from folder_tools import write_image_folder
 from models.data import DataError, load_data
 
@@ -169,14 +169,6 @@ def test_archive_and_folder_layouts_load_the_same_data(tmp_path):
 
 
 # Error paths: one line, exit 2, no traceback -------------------------------
-
-def assert_one_line_error(result, *fragments):
-    assert result.returncode == 2, result.stderr
-    lines = [l for l in result.stderr.splitlines() if l.startswith("train.py")]
-    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0]
-
 
 def test_missing_data_dir(tmp_path):
     result = run_cli("--data-dir", str(tmp_path / "nowhere"))
