@@ -295,6 +295,13 @@ def run(args):
     if args.augment == "generator" and importlib.util.find_spec("scipy") is None:
         raise UsageError("--augment generator runs the legacy ImageDataGenerator, which needs scipy: "
                          "pip install -r requirements-test.txt")
+    import keras
+
+    # TensorFlow's collective ops must be configured before TensorFlow runs
+    # anything (an image folder's pipeline does); JAX joins its cluster after
+    # the data checks, so that a process with bad data exits before joining.
+    tf_multiworker = multiworker and keras.backend.backend() == "tensorflow"  # custom loop
+    strategy = make_strategy(args.strategy, args) if tf_multiworker else None
     splits = load_dataset(args)
     if splits.kind == "folder" and args.augment == "generator" and importlib.util.find_spec("PIL") is None:
         raise UsageError("--augment generator on an image folder runs flow_from_directory, which needs Pillow: "
@@ -304,26 +311,26 @@ def run(args):
         if path:
             check_writable(path, flag)
 
-    import keras
-
     import gpuaug
     from models import inputs
     from models.cifar10 import BUILDERS
 
-    strategy = make_strategy(args.strategy, args)  # before any computation (JAX's cluster)
+    if not tf_multiworker:
+        strategy = make_strategy(args.strategy, args)  # before any computation (JAX's cluster)
     keras.utils.set_random_seed(args.seed)
     replicas = replicas_in_sync(strategy)
     chief = is_chief(strategy)
     if args.export and chief:
         prepare_export(args.export)
     global_batch = args.batch_size * replicas
-    tf_multiworker = multiworker and keras.backend.backend() == "tensorflow"  # custom loop
     jax_multihost = multiworker and not tf_multiworker
-    if tf_multiworker and splits.kind == "folder":
-        raise UsageError("--strategy multiworker on TensorFlow trains from arrays (CIFAR-10 batches), "
-                         "not from image folders; use the JAX backend for folders")
     processes, process_batch, test_batch = 1, global_batch, max(global_batch, 256)
     counts = dict(splits.counts)
+    if tf_multiworker and splits.kind == "folder":  # each worker streams an equal share
+        from models.training_loop import stream_share, worker_count
+
+        workers = worker_count(strategy)
+        counts["train"] = stream_share(counts["train"], workers) * workers
     if jax_multihost:  # each process feeds its share of every split
         from models import jax_cluster
 
@@ -384,11 +391,12 @@ def run(args):
                **inputs.validation_arguments(validation, test_batch))
     try:
         if tf_multiworker:
-            from models.training_loop import accuracy as local_accuracy, fit_multiworker
+            from models.training_loop import evaluate_locally, fit_multiworker
 
-            fit_multiworker(model, strategy, *splits.train, epochs=args.epochs,
+            fit_multiworker(model, strategy, splits.train, splits.counts["train"], epochs=args.epochs,
                             global_batch=global_batch, seed=args.seed, callbacks=[report],
-                            checkpoint_dir=args.checkpoint_dir, initial_epoch=initial_epoch, chief=chief)
+                            checkpoint_dir=args.checkpoint_dir, initial_epoch=initial_epoch, chief=chief,
+                            validation=validation)
         elif args.augment == "generator":
             with tempfile.TemporaryDirectory(prefix="gpuaug-flow-from-directory-") as scratch:
                 model.fit(inputs.generator_flow(splits, aug_kwargs, global_batch, args.seed, scratch), **fit)
@@ -396,7 +404,7 @@ def run(args):
             model.fit(**inputs.fit_arguments(splits.train, process_batch, shuffle=True), **fit)
 
         if tf_multiworker:
-            accuracy = local_accuracy(model, *splits.test)
+            _, accuracy = evaluate_locally(model, splits.test)
         else:  # on JAX's multi-host: every process its test shard, one global accuracy
             _, accuracy = model.evaluate(**inputs.fit_arguments(splits.test, test_batch), verbose=0)
     except Exception as error:
@@ -493,7 +501,8 @@ def main(argv=None):
         return 2
     except KeyboardInterrupt:
         hint = f"; rerun with --checkpoint-dir {args.checkpoint_dir} to resume" if args.checkpoint_dir else ""
-        print(f"train.py: interrupted{hint}", file=sys.stderr)
+        # In a terminal, Ctrl-C lands in the middle of Keras' progress bar: start a new line.
+        print(f"{chr(10) if sys.stderr.isatty() else ''}train.py: interrupted{hint}", file=sys.stderr)
         return 130
     return 0
 

@@ -173,7 +173,7 @@ def run(seconds, sizes):
 def print_table(rows, backend):
     print(f"\nAugmentation throughput, backend {backend} ({platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores); ratio = images/s / ImageDataGenerator.flow images/s")
-    print(f"| size | contender | images/s | vs ImageDataGenerator |\n|---|---|---:|---:|")
+    print("| size | contender | images/s | vs ImageDataGenerator |\n|---|---|---:|---:|")
     for size in dict.fromkeys(r["size"] for r in rows):
         base = next(r["images_per_second"] for r in rows if r["size"] == size and r["contender"] == "ImageDataGenerator.flow")
         for r in rows:

@@ -38,6 +38,9 @@ SIGNATURES = {
     ".bmp": (b"BM",),
 }
 IMAGE_SUFFIXES = tuple(SIGNATURES)
+# What file managers leave in folders of pictures (besides hidden files), skipped
+# as Keras' loader skips them.
+FILE_MANAGER_FILES = ("thumbs.db", "desktop.ini", "ehthumbs.db")
 TEST_FRACTION = 0.2
 
 
@@ -81,14 +84,15 @@ def _files(folder, class_names):
 def check_image_files(folder, class_names):
     """Returns the number of image files under the class folders of `folder`
     (what Keras' loader will read: every file, at any depth, whose suffix it
-    reads), after checking each: another file (not hidden) or an image whose
-    first bytes are not its format's raises DataError naming it."""
+    reads), after checking each: another file (except hidden files and
+    `FILE_MANAGER_FILES`) or an image whose first bytes are not its format's
+    raises DataError naming it."""
     count = 0
     for path in _files(folder, class_names):
         suffix = path.suffix.lower()
         if suffix not in SIGNATURES:
-            if path.name.startswith("."):
-                continue  # .DS_Store and the like: Keras skips them too
+            if path.name.startswith(".") or path.name.lower() in FILE_MANAGER_FILES:
+                continue  # .DS_Store, Thumbs.db and the like: Keras skips them too
             raise DataError(f"{path} is not an image file (expected one of {', '.join(IMAGE_SUFFIXES)})")
         try:
             with open(path, "rb") as handle:

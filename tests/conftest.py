@@ -1,8 +1,10 @@
-"""Shared fixtures and checks: the real CIFAR-10 files in ../shared, train.py's
-one-line errors."""
+"""Shared fixtures and checks: the real CIFAR-10 files in ../shared, train.py
+run as a user runs it, its one-line errors."""
 
 import os
 import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -25,6 +27,15 @@ def cifar_test_images():
         )
     images, _ = load_batch(str(path))
     return np.ascontiguousarray(images.transpose(0, 2, 3, 1)[:64]).astype("float32")
+
+
+def run_cli(*args, cwd=REPO, env=None, timeout=300):
+    """`python train.py ARGS` in a fresh interpreter (from `cwd`, with the
+    repository importable); the CompletedProcess, output captured as text."""
+    env = dict(os.environ if env is None else env)
+    env.setdefault("PYTHONPATH", str(REPO))
+    return subprocess.run([sys.executable, str(REPO / "train.py"), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def assert_one_line_error(result, *fragments):

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import CIFAR_DIR, REPO, assert_one_line_error
+from conftest import CIFAR_DIR, REPO, assert_one_line_error, run_cli
 
 QUICK = ["--data-dir", str(CIFAR_DIR), "--limit", "256", "--epochs", "1",
          "--batch-size", "32", "--verbose", "0"]
@@ -103,12 +103,19 @@ def run_two_workers(tmp_path, *extra, timeout=300):
 
 def test_train_multiworker_two_local_processes(tmp_path):
     export, checkpoints = tmp_path / "export", tmp_path / "checkpoints"
-    chief, worker = run_two_workers(tmp_path, "--export", str(export), "--checkpoint-dir", str(checkpoints))
+    metrics = tmp_path / "metrics.json"
+    chief, worker = run_two_workers(tmp_path, "--export", str(export), "--checkpoint-dir", str(checkpoints),
+                                    "--metrics-json", str(metrics))
     for out in (chief, worker):
         assert "batch 64, 2 replica(s)" in out and "epoch 1:" in out
     epoch_line = lambda out: next(l for l in out.splitlines() if l.startswith("epoch 1:"))  # noqa: E731
-    # Synchronous training: both workers report the same loss and accuracy.
+    # Synchronous training: both workers report the same loss and accuracy, and
+    # the same test loss and accuracy after the epoch (each worker evaluates alone).
     assert epoch_line(chief).split(", ", 2)[2] == epoch_line(worker).split(", ", 2)[2]
+    assert ", test loss " in epoch_line(chief) and ", test accuracy " in epoch_line(chief)
+    record = json.loads(metrics.read_text())["epochs"][0]  # written by the chief
+    assert record["test_loss"] > 0 and 0 <= record["test_accuracy"] <= 1
+    assert f"test accuracy {record['test_accuracy']:.4f}" in epoch_line(chief)
     assert "exported to" in chief and "not the chief worker" in worker
     assert sorted(p.name for p in export.iterdir()) == ["model.keras", "saved_model"]
     assert json.loads((checkpoints / "training_metadata.json").read_text()) == {"epoch": 1}
@@ -116,6 +123,27 @@ def test_train_multiworker_two_local_processes(tmp_path):
     resumed = run_two_workers(tmp_path, "--epochs", "2", "--checkpoint-dir", str(checkpoints))
     for out in resumed:
         assert "1 epoch(s) already done" in out and "epoch 2:" in out and "epoch 1:" not in out
+
+
+def test_train_multiworker_from_an_image_folder(tmp_path):
+    """TensorFlow workers stream an image folder, each its equal share (105
+    images: 52 per worker, one left out), in lockstep, with the test set's
+    loss and accuracy after each epoch."""
+    import numpy as np
+    from folder_tools import write_image_folder
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "images"
+    write_image_folder(folder / "train", rng.integers(0, 256, (105, 12, 12, 3)), [i % 3 for i in range(105)])
+    write_image_folder(folder / "test", rng.integers(0, 256, (30, 12, 12, 3)), [i % 3 for i in range(30)])
+    outs = run_two_workers(tmp_path, "--data-dir", str(folder), "--image-size", "12", "12", "--model", "tiny",
+                           "--epochs", "2")
+    for out in outs:
+        assert "training on 104 images" in out and "batch 64, 2 replica(s)" in out and "streamed from" in out
+        assert "epoch 2:" in out and "test accuracy:" in out
+    epoch_lines = [[line.split(", ", 2)[2] for line in out.splitlines() if line.startswith("epoch ")] for out in outs]
+    assert epoch_lines[0] == epoch_lines[1] and len(epoch_lines[0]) == 2
+    assert all(", test loss " in line for line in epoch_lines[0])
 
 
 def test_data_parallel_on_jax_draws_per_image_across_devices():
@@ -199,6 +227,5 @@ def test_jax_multi_host_trains_in_lockstep_draws_per_image_and_resumes(tmp_path)
 ])
 def test_jax_cluster_flag_errors(backend, flags, message):
     env = dict(os.environ, KERAS_BACKEND=backend, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO))
-    result = subprocess.run([sys.executable, str(REPO / "train.py"), *QUICK, *flags], cwd=REPO, env=env,
-                            capture_output=True, text=True, timeout=300)
+    result = run_cli(*QUICK, *flags, env=env)
     assert_one_line_error(result, message)

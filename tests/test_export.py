@@ -12,7 +12,7 @@ import pytest
 
 import gpuaug  # noqa: F401  (registers RandomTransform for load_model)
 import train
-from conftest import CIFAR_DIR, REPO, assert_one_line_error
+from conftest import CIFAR_DIR, REPO, assert_one_line_error, run_cli
 from models import export
 
 QUICK = ["--data-dir", str(CIFAR_DIR), "--limit", "64", "--epochs", "1", "--batch-size", "32",
@@ -116,8 +116,7 @@ def test_entries_that_are_not_an_export_are_refused_before_training(tmp_path, ma
     folder.mkdir()
     make(folder)
     before = contents(folder)
-    result = subprocess.run([sys.executable, str(REPO / "train.py"), *QUICK, "--export", str(folder)],
-                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    result = run_cli(*QUICK, "--export", str(folder))
     assert_one_line_error(result, name, "not a gpuaug export")
     assert "epoch 1" not in result.stdout
     assert contents(folder) == before
@@ -130,9 +129,7 @@ def test_export_dot_in_a_folder_with_other_files(tmp_path):
     (work / "notes.txt").write_text("keep me")
     (work / "src").mkdir()
     (work / "src" / "main.py").write_text("print('hi')")
-    result = subprocess.run([sys.executable, str(REPO / "train.py"), *QUICK, "--export", "."],
-                            cwd=work, capture_output=True, text=True, timeout=300,
-                            env=dict(os.environ, PYTHONPATH=str(REPO)))
+    result = run_cli(*QUICK, "--export", ".", cwd=work)
     assert result.returncode == 0, result.stderr[-2000:]
     assert (work / "notes.txt").read_text() == "keep me"
     assert (work / "src" / "main.py").read_text() == "print('hi')"
@@ -150,8 +147,7 @@ def test_the_next_run_finishes_an_interrupted_export(tmp_path):
     (ready / "saved_model" / "saved_model.pb").write_text("new graph")
     (ready / "model.keras").write_text("new model")
     (ready / export.MANIFEST).write_text("model.keras\nsaved_model\n")
-    result = subprocess.run([sys.executable, str(REPO / "train.py"), *QUICK, "--export", str(folder)],
-                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    result = run_cli(*QUICK, "--export", str(folder))
     assert result.returncode == 0, result.stderr[-2000:]
     out = result.stdout
     assert out.index("finished installing the export of an interrupted run") < out.index("training on")

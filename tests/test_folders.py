@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 import train
-from conftest import CIFAR_DIR, REPO
+from conftest import CIFAR_DIR, REPO, run_cli
 from folder_tools import write_cifar_folder, write_image_folder
 from models.data import load_data, open_data, split_arrays
 
@@ -103,14 +103,49 @@ def test_image_size_resizes(tmp_path):
     assert splits.counts["train"] + splits.counts["test"] == 5
 
 
+def test_file_manager_files_are_skipped_other_files_refused(tmp_path):
+    """A folder copied from a desktop holds .DS_Store, Thumbs.db, desktop.ini:
+    skipped as Keras' loader skips them; any other non-image file is refused."""
+    from models.data import DataError
+    from models.folders import check_image_files
+
+    write_image_folder(tmp_path, [np.zeros((8, 8, 3), np.uint8)] * 4, [0, 0, 1, 1])
+    for name in (".DS_Store", "Thumbs.db", "desktop.ini"):
+        (tmp_path / "cat" / name).write_bytes(b"\x00\x01 file manager data")
+    assert check_image_files(tmp_path, ["cat", "dog"]) == 4
+    assert open_data(str(tmp_path)).counts == {"train": 3, "validation": 0, "test": 1}
+    (tmp_path / "dog" / "labels.csv").write_text("file,label\n")
+    with pytest.raises(DataError, match="labels.csv is not an image file"):
+        check_image_files(tmp_path, ["cat", "dog"])
+
+
+def test_every_process_streams_the_same_order_so_shards_are_disjoint(tmp_path):
+    """Multi-process training from a folder (TensorFlow workers, JAX
+    processes) has each process build the stream and keep every P-th image:
+    the seeded shuffle gives every process the same order in every epoch, so
+    the shares are disjoint and together hold every training image."""
+    from models.folders import open_image_folder
+
+    write_image_folder(tmp_path, [np.full((4, 4, 3), i, np.uint8) for i in range(60)], [i % 3 for i in range(60)])
+    streams = [open_image_folder(tmp_path, (4, 4), seed=5).train for _ in range(2)]  # as two processes would
+    training = None
+    for _ in range(2):  # two epochs: a new order each epoch, the same in both processes
+        shares = [[int(image[0, 0, 0]) for image, _ in stream.shard(2, index).as_numpy_iterator()]
+                  for index, stream in enumerate(streams)]
+        assert not set(shares[0]) & set(shares[1])
+        assert training in (None, set(shares[0]) | set(shares[1]))
+        training = set(shares[0]) | set(shares[1])
+        order = shares
+    assert len(training) == 48 and order != [sorted(share) for share in order]
+
+
 @pytest.mark.parametrize("source", ["batches", "folder"])
 def test_validation_each_epoch_in_the_log_and_metrics_json(tmp_path, source, cifar_png_folder):
     data = str(CIFAR_DIR) if source == "batches" else str(cifar_png_folder)
     metrics = tmp_path / "metrics.json"
     common = ["--data-dir", data, "--limit", "200", "--epochs", "2", "--batch-size", "50", "--model", "tiny",
               "--verbose", "0", "--metrics-json", str(metrics)]
-    result = subprocess.run([sys.executable, str(REPO / "train.py"), *common, "--validation-split", "0.25"],
-                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    result = run_cli(*common, "--validation-split", "0.25")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "training on 150 images" in result.stdout and "validation after each epoch: 50 images" in result.stdout
     assert len(re.findall(r"^epoch \d: .* validation loss [\d.]+, validation accuracy [\d.]+$",

@@ -16,7 +16,7 @@ from keras.src.legacy.preprocessing.image import ImageDataGenerator
 
 import gpuaug
 import train
-from conftest import CIFAR_DIR, REPO, assert_one_line_error
+from conftest import CIFAR_DIR, REPO, assert_one_line_error, run_cli
 
 FAST = settings(max_examples=30, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow])
@@ -168,10 +168,6 @@ def test_very_large_image_memory():
 
 
 # train.py: nothing a user has written is lost -------------------------------
-
-def run_cli(*args):
-    return subprocess.run([sys.executable, str(REPO / "train.py"), *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
 
 
 def test_unwritable_export_location_fails_before_training():

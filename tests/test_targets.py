@@ -4,6 +4,7 @@ interpolation_order=0), boxes against the box of a warped filled rectangle,
 keypoints against a warped marked pixel, and training with augmented masks
 inside a jit-compiled step (TensorFlow here, JAX in a subprocess)."""
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -224,18 +225,18 @@ def test_train_with_targets_config_round_trip():
         gpuaug.TrainWithTargets(model, trainer.augmentation, target="masks")
 
 
-def test_segmentation_trains_with_aligned_masks_in_a_jit_step_tensorflow(tmp_path):
+@pytest.mark.parametrize("backend", ["tensorflow", "jax", "torch"])
+def test_segmentation_trains_with_aligned_masks_in_a_jit_step(backend, tmp_path):
+    # PyTorch is optional (not in requirements-test.txt). Under torch 2.13 a second
+    # trainer of another class in one process crashed inside torch.compile's
+    # recompilation report (KeyError on a variable path); the script resets
+    # torch.compile's cache between its trainers.
+    if backend == "torch" and importlib.util.find_spec("torch") is None:
+        pytest.skip("torch is not installed")
     result = subprocess.run([sys.executable, str(REPO / "tests" / "segmentation_script.py"), str(tmp_path)],
-                            cwd=REPO, env=dict(os.environ, KERAS_BACKEND="tensorflow", PYTHONPATH=str(REPO)),
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "aligned: True" in result.stdout, result.stdout
-
-
-def test_segmentation_trains_with_aligned_masks_in_a_jit_step_jax(tmp_path):
-    result = subprocess.run([sys.executable, str(REPO / "tests" / "segmentation_script.py"), str(tmp_path)],
-                            cwd=REPO, env=dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu",
+                            cwd=REPO, env=dict(os.environ, KERAS_BACKEND=backend, JAX_PLATFORMS="cpu",
                                                PYTHONPATH=str(REPO)),
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "aligned: True" in result.stdout, result.stdout
+    assert f"backend {backend}, jit_compile True: done" in result.stdout, result.stdout

@@ -2,8 +2,6 @@
 paths, export and reload, resume from checkpoints, loaders, error paths."""
 
 import pickle
-import subprocess
-import sys
 import tarfile
 
 import keras
@@ -11,7 +9,7 @@ import numpy as np
 import pytest
 
 import train
-from conftest import CIFAR_DIR, REPO, assert_one_line_error
+from conftest import CIFAR_DIR, assert_one_line_error, run_cli
 from folder_tools import write_image_folder
 from models.data import DataError, load_data
 
@@ -22,10 +20,6 @@ QUICK = ["--data-dir", str(CIFAR_DIR), "--limit", "256", "--epochs", "1",
 def run_train(*extra):
     return train.run(train.parse_args(QUICK + list(extra)))
 
-
-def run_cli(*args, timeout=300):
-    return subprocess.run([sys.executable, str(REPO / "train.py"), *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.mark.parametrize("augment, jit", [("gpu", "--jit-compile"), ("generator", "--no-jit-compile"),
