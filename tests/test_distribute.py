@@ -229,3 +229,23 @@ def test_jax_cluster_flag_errors(backend, flags, message):
     env = dict(os.environ, KERAS_BACKEND=backend, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO))
     result = run_cli(*QUICK, *flags, env=env)
     assert_one_line_error(result, message)
+
+
+def test_jax_multi_host_streams_an_image_folder(tmp_path):
+    """Two JAX processes on a folder: each streams the same seeded order and
+    keeps its share (105 images: 52 each), in lockstep."""
+    import numpy as np
+    from folder_tools import write_image_folder
+
+    rng = np.random.default_rng(1)
+    folder = tmp_path / "images"
+    write_image_folder(folder / "train", rng.integers(0, 256, (105, 12, 12, 3)), [i % 3 for i in range(105)])
+    write_image_folder(folder / "test", rng.integers(0, 256, (30, 12, 12, 3)), [i % 3 for i in range(30)])
+    logs, results = run_jax_cluster(tmp_path, "--data-dir", str(folder), "--image-size", "12", "12")
+    for index, log in enumerate(logs):
+        assert f"process {index} of 2: 52 training and 15 test images, batch 32 of 64" in log
+        assert "training on 104 images" in log and "streamed from" in log
+    assert results[0]["iterations"] == results[1]["iterations"] == 2  # 52 per process: 32 + 20
+    for key in (k for k in results[0] if k.startswith("weight")):
+        np.testing.assert_array_equal(results[0][key], results[1][key], err_msg=key)
+    assert results[0]["summary"]["test_accuracy"] == results[1]["summary"]["test_accuracy"]
