@@ -215,9 +215,11 @@ def write_json_atomically(path, data):
     try:
         partial.write_text(json.dumps(data, indent=2))
         os.replace(partial, path)
-    except OSError as error:
+    except BaseException as error:  # an OSError, or Ctrl-C between the two steps
         partial.unlink(missing_ok=True)
-        raise UsageError(f"cannot write {path}: {error.strerror or error}") from None
+        if isinstance(error, OSError):
+            raise UsageError(f"cannot write {path}: {error.strerror or error}") from None
+        raise
 
 
 def make_strategy(name, args=None):
@@ -372,9 +374,12 @@ def run(args):
     # (as the Keras cifar10 example does with validation_data).
     validation_name = "validation" if splits.validation is not None else "test"
     validation = splits.validation if splits.validation is not None else splits.test
-    report = EpochReport(train_images, validation_name)
-    # Keras' progress bar first, so that the report prints after its last update.
-    callbacks = [keras.callbacks.ProgbarLogger(), report] if args.verbose else [report]
+    metrics_file = args.metrics_json if chief else None
+    report = EpochReport(train_images, validation_name, metrics_file,
+                         earlier_epoch_records(metrics_file, initial_epoch))
+    # Keras' progress bar first, then the checkpoint, then the report: when the
+    # report's line is printed, that epoch is saved.
+    callbacks = [keras.callbacks.ProgbarLogger()] if args.verbose else []
     if args.checkpoint_dir:
         if jax_multihost:  # every process saves (collectives), the chief into DIR
             callbacks.append(jax_cluster.checkpoint_callback(args.checkpoint_dir, chief))
@@ -382,6 +387,7 @@ def run(args):
             callbacks.append(keras.callbacks.BackupAndRestore(
                 args.checkpoint_dir, delete_checkpoint=False, double_checkpoint=True
             ))
+    callbacks.append(report)
 
     print(f"training on {train_images} images ({args.augment} augmentation, batch {global_batch}, "
           f"{replicas} replica(s), jit_compile={model.jit_compile}, backend {keras.backend.backend()}, "
@@ -423,9 +429,10 @@ def run(args):
         "epochs_run": len(report.seconds),
         "epoch_seconds": report.seconds,
         "images_per_second": [train_images / s for s in report.seconds],
-        "epochs": report.records,
+        "epochs": report.earlier + report.records,
         "test_accuracy": float(accuracy),
         "replicas": replicas,
+        "finished": True,
     }
     if args.export and chief:
         print(f"exported to {export_model(model, args.export)}", flush=True)
@@ -437,6 +444,21 @@ def run(args):
         write_json_atomically(args.metrics_json, summary)
     summary["model"] = model
     return summary
+
+
+def earlier_epoch_records(metrics_json, initial_epoch):
+    """On a resumed run, the per-epoch records of the epochs already done
+    that --metrics-json FILE holds from the interrupted run (FILE is
+    rewritten after every epoch), so that it keeps the whole history; [] when
+    there are none or FILE is unreadable."""
+    if not metrics_json or initial_epoch == 0:
+        return []
+    try:
+        records = json.loads(pathlib.Path(metrics_json).read_text())["epochs"]
+        return [r for r in records if isinstance(r, dict) and isinstance(r.get("epoch"), int)
+                and r["epoch"] <= initial_epoch]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
 
 
 def restore_checkpoint(model, checkpoint_dir, repair=True):
@@ -458,12 +480,16 @@ def _epoch_report_class():
 
     class EpochReport(keras.callbacks.Callback):
         """Prints, after every epoch, its wall time, images/s, and the
-        training and validation metrics; keeps them in `records`."""
+        training and validation metrics; keeps them in `records` and, with
+        `metrics_json`, rewrites that file (atomically) with `earlier` (the
+        records of a resumed run's epochs already done) and them."""
 
-        def __init__(self, images_per_epoch, validation_name="test"):
+        def __init__(self, images_per_epoch, validation_name="test", metrics_json=None, earlier=()):
             super().__init__()
             self.images_per_epoch = images_per_epoch
             self.validation_name = validation_name
+            self.metrics_json = metrics_json
+            self.earlier = list(earlier)
             self.seconds = []
             self.records = []
 
@@ -483,13 +509,17 @@ def _epoch_report_class():
                 record.update({f"{name}_loss": logs["val_loss"], f"{name}_accuracy": logs.get("val_accuracy")})
                 line += f", {name} loss {logs['val_loss']:.4f}, {name} accuracy {logs.get('val_accuracy', float('nan')):.4f}"
             self.records.append(record)
+            if self.metrics_json:  # so that an interrupted run keeps what it measured
+                write_json_atomically(self.metrics_json, {"epochs": self.earlier + self.records,
+                                                          "finished": False})
             print(line, flush=True)
 
     return EpochReport
 
 
-def EpochReport(images_per_epoch, validation_name="test"):  # noqa: N802 - a class made lazily (fast --help)
-    return _epoch_report_class()(images_per_epoch, validation_name)
+def EpochReport(images_per_epoch, validation_name="test", metrics_json=None, earlier=()):  # noqa: N802
+    # A class made lazily (keras is imported only after --help).
+    return _epoch_report_class()(images_per_epoch, validation_name, metrics_json, earlier)
 
 
 def main(argv=None):

@@ -99,10 +99,10 @@ def fit_multiworker(model, strategy, train, count, *, epochs, global_batch, seed
         logs = {"loss": total_loss / images_per_epoch, "accuracy": total_hits / images_per_epoch}
         if validation is not None:
             logs["val_loss"], logs["val_accuracy"] = evaluate_locally(model, validation)
+        if checkpoint_dir and chief:  # saved before the epoch is reported
+            checkpoints.write(model, checkpoint_dir, epoch + 1)
         for callback in callbacks:
             callback.on_epoch_end(epoch, logs)
-        if checkpoint_dir and chief:
-            checkpoints.write(model, checkpoint_dir, epoch + 1)
 
 
 def evaluate_locally(model, part, batch_size=256):

@@ -1,7 +1,12 @@
 """train.py end to end on the real CIFAR-10 subset: the three augmentation
 paths, export and reload, resume from checkpoints, loaders, error paths."""
 
+import json
 import pickle
+import re
+import signal
+import subprocess
+import sys
 import tarfile
 
 import keras
@@ -9,7 +14,7 @@ import numpy as np
 import pytest
 
 import train
-from conftest import CIFAR_DIR, assert_one_line_error, run_cli
+from conftest import CIFAR_DIR, REPO, assert_one_line_error, run_cli
 from folder_tools import write_image_folder
 from models.data import DataError, load_data
 
@@ -85,6 +90,40 @@ def test_resume_from_checkpoint_after_interruption(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "1 epoch(s) already done" in out
     assert resumed["epochs_run"] == 2 and "epoch 2:" in out and "epoch 1:" not in out
+
+
+def test_ctrl_c_then_resume_keeps_every_epoch_in_metrics_json(tmp_path):
+    """A real interruption: SIGINT once epoch 2 is reported. train.py exits
+    with 130 and a hint; --metrics-json already holds epochs 1-2 (it is
+    rewritten after every epoch); the rerun resumes from the checkpoint and
+    the file ends with every epoch, the earlier ones carried over."""
+    checkpoints, metrics = tmp_path / "checkpoints", tmp_path / "metrics.json"
+    args = [*QUICK, "--model", "tiny", "--epochs", "4", "--checkpoint-dir", str(checkpoints),
+            "--metrics-json", str(metrics)]
+    process = subprocess.Popen([sys.executable, str(REPO / "train.py"), *args], cwd=REPO, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        for line in process.stdout:
+            if line.startswith("epoch 2:"):
+                process.send_signal(signal.SIGINT)
+                break
+        _, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 130 and "interrupted; rerun with --checkpoint-dir" in err, err[-2000:]
+    interrupted = json.loads(metrics.read_text())
+    assert interrupted["finished"] is False and [r["epoch"] for r in interrupted["epochs"]][:2] == [1, 2]
+    assert not list(tmp_path.glob(".metrics.json.partial"))
+
+    result = run_cli(*args)
+    assert result.returncode == 0, result.stderr[-2000:]
+    # Epoch 2 was saved before it was reported (3 too, if it finished before the signal).
+    done = int(re.search(r"(\d) epoch\(s\) already done", result.stdout).group(1))
+    assert done in (2, 3), result.stdout
+    final = json.loads(metrics.read_text())
+    assert final["finished"] is True and final["epochs_run"] == 4 - done
+    assert [r["epoch"] for r in final["epochs"]] == [1, 2, 3, 4]
+    assert final["epochs"][:done] == interrupted["epochs"][:done]  # carried over, not re-measured
 
 
 def test_resume_restores_the_trained_weights(tmp_path):
