@@ -532,7 +532,8 @@ def main(argv=None):
     except KeyboardInterrupt:
         hint = f"; rerun with --checkpoint-dir {args.checkpoint_dir} to resume" if args.checkpoint_dir else ""
         # In a terminal, Ctrl-C lands in the middle of Keras' progress bar: start a new line.
-        print(f"{chr(10) if sys.stderr.isatty() else ''}train.py: interrupted{hint}", file=sys.stderr)
+        new_line = "\n" if sys.stderr.isatty() else ""
+        print(f"{new_line}train.py: interrupted{hint}", file=sys.stderr)
         return 130
     return 0
 

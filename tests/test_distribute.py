@@ -125,17 +125,22 @@ def test_train_multiworker_two_local_processes(tmp_path):
         assert "1 epoch(s) already done" in out and "epoch 2:" in out and "epoch 1:" not in out
 
 
+def write_small_folder(root, seed):
+    """root/train (105 random 12x12 images) and root/test (30), 3 classes."""
+    import numpy as np
+    from folder_tools import write_image_folder
+
+    rng = np.random.default_rng(seed)
+    write_image_folder(root / "train", rng.integers(0, 256, (105, 12, 12, 3)), [i % 3 for i in range(105)])
+    write_image_folder(root / "test", rng.integers(0, 256, (30, 12, 12, 3)), [i % 3 for i in range(30)])
+    return root
+
+
 def test_train_multiworker_from_an_image_folder(tmp_path):
     """TensorFlow workers stream an image folder, each its equal share (105
     images: 52 per worker, one left out), in lockstep, with the test set's
     loss and accuracy after each epoch."""
-    import numpy as np
-    from folder_tools import write_image_folder
-
-    rng = np.random.default_rng(0)
-    folder = tmp_path / "images"
-    write_image_folder(folder / "train", rng.integers(0, 256, (105, 12, 12, 3)), [i % 3 for i in range(105)])
-    write_image_folder(folder / "test", rng.integers(0, 256, (30, 12, 12, 3)), [i % 3 for i in range(30)])
+    folder = write_small_folder(tmp_path / "images", seed=0)
     outs = run_two_workers(tmp_path, "--data-dir", str(folder), "--image-size", "12", "12", "--model", "tiny",
                            "--epochs", "2")
     for out in outs:
@@ -235,12 +240,8 @@ def test_jax_multi_host_streams_an_image_folder(tmp_path):
     """Two JAX processes on a folder: each streams the same seeded order and
     keeps its share (105 images: 52 each), in lockstep."""
     import numpy as np
-    from folder_tools import write_image_folder
 
-    rng = np.random.default_rng(1)
-    folder = tmp_path / "images"
-    write_image_folder(folder / "train", rng.integers(0, 256, (105, 12, 12, 3)), [i % 3 for i in range(105)])
-    write_image_folder(folder / "test", rng.integers(0, 256, (30, 12, 12, 3)), [i % 3 for i in range(30)])
+    folder = write_small_folder(tmp_path / "images", seed=1)
     logs, results = run_jax_cluster(tmp_path, "--data-dir", str(folder), "--image-size", "12", "12")
     for index, log in enumerate(logs):
         assert f"process {index} of 2: 52 training and 15 test images, batch 32 of 64" in log

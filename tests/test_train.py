@@ -100,16 +100,19 @@ def test_ctrl_c_then_resume_keeps_every_epoch_in_metrics_json(tmp_path):
     checkpoints, metrics = tmp_path / "checkpoints", tmp_path / "metrics.json"
     args = [*QUICK, "--model", "tiny", "--epochs", "4", "--checkpoint-dir", str(checkpoints),
             "--metrics-json", str(metrics)]
-    process = subprocess.Popen([sys.executable, str(REPO / "train.py"), *args], cwd=REPO, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        for line in process.stdout:
-            if line.startswith("epoch 2:"):
-                process.send_signal(signal.SIGINT)
-                break
-        _, err = process.communicate(timeout=120)
-    finally:
-        process.kill()
+    with open(tmp_path / "stderr.txt", "w+") as stderr:  # a file: a full pipe could block the run
+        process = subprocess.Popen([sys.executable, str(REPO / "train.py"), *args], cwd=REPO, text=True,
+                                   stdout=subprocess.PIPE, stderr=stderr)
+        try:
+            for line in process.stdout:
+                if line.startswith("epoch 2:"):
+                    process.send_signal(signal.SIGINT)
+                    break
+            process.communicate(timeout=120)
+        finally:
+            process.kill()
+        stderr.seek(0)
+        err = stderr.read()
     assert process.returncode == 130 and "interrupted; rerun with --checkpoint-dir" in err, err[-2000:]
     interrupted = json.loads(metrics.read_text())
     assert interrupted["finished"] is False and [r["epoch"] for r in interrupted["epochs"]][:2] == [1, 2]
