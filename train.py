@@ -326,7 +326,9 @@ def run(args):
         prepare_export(args.export)
     global_batch = args.batch_size * replicas
     jax_multihost = multiworker and not tf_multiworker
-    processes, process_batch, test_batch = 1, global_batch, max(global_batch, 256)
+    # Evaluation batches: about 256 images, a multiple of the global batch (so that
+    # they split evenly over the devices).
+    processes, process_batch, test_batch = 1, global_batch, global_batch * max(1, 256 // global_batch)
     counts = dict(splits.counts)
     if tf_multiworker and splits.kind == "folder":  # each worker streams an equal share
         from models.training_loop import stream_share, worker_count
@@ -350,6 +352,26 @@ def run(args):
         test_batch = process_batch * max(1, 256 // process_batch)
         print(f"process {index} of {processes}: {counts['train']} training and {counts['test']} test images, "
               f"batch {process_batch} of {global_batch}", flush=True)
+    elif keras.backend.backend() == "jax" and replicas > 1:
+        # DataParallel on one host: every batch, the last partial one too, must
+        # split evenly over the devices; each split is trimmed to a multiple of
+        # their count (a seeded choice of at most replicas - 1 images left out).
+        from models import jax_cluster
+
+        left_out = {}
+        try:
+            for name in ("train", "validation", "test"):
+                part = getattr(splits, name)
+                if part is not None:
+                    part, trimmed = inputs.process_share(part, counts[name], args.seed, 0, 1, replicas)
+                    left_out[name], counts[name] = counts[name] - trimmed, trimmed
+                    setattr(splits, name, part)
+        except jax_cluster.ClusterError as error:
+            raise UsageError(f"--strategy mirrored over {replicas} devices: {error}") from None
+        if any(left_out.values()):
+            print(f"{replicas} devices: every batch must split evenly over them, so "
+                  + ", ".join(f"{n} {'training' if name == 'train' else name}" for name, n in left_out.items() if n)
+                  + " image(s) are left out", flush=True)
     train_images = counts["train"] * processes
     aug_kwargs = augmentation_arguments(args)
 
@@ -405,7 +427,8 @@ def run(args):
                             validation=validation)
         elif args.augment == "generator":
             with tempfile.TemporaryDirectory(prefix="gpuaug-flow-from-directory-") as scratch:
-                model.fit(inputs.generator_flow(splits, aug_kwargs, global_batch, args.seed, scratch), **fit)
+                model.fit(inputs.generator_flow(splits, aug_kwargs, global_batch, args.seed, scratch,
+                                                counts["train"]), **fit)
         else:
             model.fit(**inputs.fit_arguments(splits.train, process_batch, shuffle=True), **fit)
 

@@ -36,7 +36,9 @@ def validation_arguments(part, batch_size):
 def process_share(part, count, seed, index, processes, multiple):
     """Process `index`'s share of one split on a multi-process JAX cluster
     (`models.jax_cluster`): the same length in every process, a multiple of
-    `multiple`. Returns (part, count)."""
+    `multiple` (the local device count). With one process, the split trimmed
+    to a multiple of `multiple` (JAX's DataParallel on one host). Returns
+    (part, count)."""
     from models import jax_cluster
 
     if isinstance(part, tuple):
@@ -60,16 +62,17 @@ def link_training_files(files, class_names, folder):
     return folder
 
 
-def generator_flow(splits, augmentation, batch_size, seed, scratch):
+def generator_flow(splits, augmentation, batch_size, seed, scratch, count=None):
     """`ImageDataGenerator(**augmentation)` over the training split, as the
     old path would: `flow` on arrays, `flow_from_directory` on a folder (via
-    `link_training_files` in the folder `scratch`)."""
+    `link_training_files` in the folder `scratch`; its first `count` files
+    when given)."""
     from keras.src.legacy.preprocessing.image import ImageDataGenerator
 
     generator = ImageDataGenerator(**augmentation)
     if splits.kind == "arrays":
         return generator.flow(*splits.train, batch_size=batch_size, shuffle=True, seed=seed)
-    folder = link_training_files(splits.folder.training_files(), splits.folder.class_names, scratch)
+    folder = link_training_files(splits.folder.training_files()[:count], splits.folder.class_names, scratch)
     return generator.flow_from_directory(
         folder, target_size=splits.image_shape[:2], color_mode="rgb", classes=splits.folder.class_names,
         class_mode="sparse", batch_size=batch_size, shuffle=True, seed=seed, follow_links=True,
