@@ -352,22 +352,25 @@ def run(args):
         test_batch = process_batch * max(1, 256 // process_batch)
         print(f"process {index} of {processes}: {counts['train']} training and {counts['test']} test images, "
               f"batch {process_batch} of {global_batch}", flush=True)
-    elif keras.backend.backend() == "jax" and replicas > 1:
-        # DataParallel on one host: every batch, the last partial one too, must
-        # split evenly over the devices; each split is trimmed to a multiple of
-        # their count (a seeded choice of at most replicas - 1 images left out).
+    elif replicas > 1 and (keras.backend.backend() == "jax" or args.augment == "generator"):
+        # Batches that split unevenly over the devices fail: JAX's DataParallel
+        # refuses them (IndivisibleError), and so does Keras' generator input
+        # under MirroredStrategy (AddN of unequal shapes); tf.data input splits
+        # them. So each split concerned is trimmed to a multiple of the device
+        # count: a seeded choice of at most replicas - 1 images left out.
         from models import jax_cluster
 
         left_out = {}
+        names = ("train", "validation", "test") if keras.backend.backend() == "jax" else ("train",)
         try:
-            for name in ("train", "validation", "test"):
+            for name in names:
                 part = getattr(splits, name)
                 if part is not None:
                     part, trimmed = inputs.process_share(part, counts[name], args.seed, 0, 1, replicas)
                     left_out[name], counts[name] = counts[name] - trimmed, trimmed
                     setattr(splits, name, part)
         except jax_cluster.ClusterError as error:
-            raise UsageError(f"--strategy mirrored over {replicas} devices: {error}") from None
+            raise UsageError(f"--strategy {args.strategy} over {replicas} devices: {error}") from None
         if any(left_out.values()):
             print(f"{replicas} devices: every batch must split evenly over them, so "
                   + ", ".join(f"{n} {'training' if name == 'train' else name}" for name, n in left_out.items() if n)
