@@ -16,6 +16,7 @@ import importlib.util
 import json
 import os
 import pathlib
+import re
 import sys
 import tempfile
 import time
@@ -73,7 +74,8 @@ def parse_args(argv=None):
                          help="fraction (< 1), pixels (float >= 1), or an int n (whole pixels)")
     augment.add_argument("--height-shift-range", type=shift_range, default=0.1, help="as --width-shift-range")
     augment.add_argument("--shear-range", type=float, default=0.0, help="degrees")
-    augment.add_argument("--zoom-range", type=float, default=0.0, help="z: zoom factors in [1-z, 1+z]")
+    augment.add_argument("--zoom-range", type=float, nargs="+", default=[0.0], metavar="Z",
+                         help="Z: zoom factors in [1-Z, 1+Z]; or LOW HIGH: factors in [LOW, HIGH]")
     augment.add_argument("--channel-shift-range", type=float, default=0.0, help="pixel units (0..255)")
     augment.add_argument("--brightness-range", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"))
     augment.add_argument("--horizontal-flip", action=argparse.BooleanOptionalAction, default=True)
@@ -125,6 +127,20 @@ def parse_args(argv=None):
         parser.error(f"--validation-split must be between 0 and 1, exclusive (got {args.validation_split})")
     if any(size < 1 for size in args.image_size):
         parser.error(f"--image-size must be two sizes >= 1 (got {' '.join(map(str, args.image_size))})")
+    if len(args.zoom_range) > 2:
+        parser.error(f"--zoom-range takes Z or LOW HIGH (got {' '.join(map(str, args.zoom_range))})")
+    if not args.learning_rate > 0:
+        parser.error(f"--learning-rate must be > 0 (got {args.learning_rate})")
+    if not 0 <= args.seed < 2**32:
+        parser.error(f"--seed must be between 0 and 2**32 - 1 (got {args.seed})")
+    # The augmentation arguments, checked by gpuaug itself before any data is read;
+    # its messages name the keyword (`rotation_range`), the command line the flag.
+    from gpuaug.config import AugmentationConfig
+
+    try:
+        AugmentationConfig.from_arguments(**augmentation_arguments(args), shift_axes=args.shift_axes)
+    except ValueError as error:
+        parser.error(re.sub(r"`(\w+)`", lambda match: "--" + match.group(1).replace("_", "-"), str(error)))
     return args
 
 
@@ -135,7 +151,7 @@ def augmentation_arguments(args):
         width_shift_range=args.width_shift_range,
         height_shift_range=args.height_shift_range,
         shear_range=args.shear_range,
-        zoom_range=args.zoom_range,
+        zoom_range=args.zoom_range[0] if len(args.zoom_range) == 1 else list(args.zoom_range),
         channel_shift_range=args.channel_shift_range,
         brightness_range=list(args.brightness_range) if args.brightness_range else None,
         horizontal_flip=args.horizontal_flip,

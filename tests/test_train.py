@@ -279,11 +279,28 @@ def test_metrics_json_that_is_a_directory_fails_before_training(tmp_path):
     (["--epochs", "0"], "--epochs must be >= 1"),
     (["--validation-split", "1.5"], "--validation-split must be between 0 and 1"),
     (["--image-size", "0", "32"], "--image-size must be two sizes >= 1"),
+    (["--learning-rate", "0"], "--learning-rate must be > 0"),
+    (["--seed", "-1"], "--seed must be between 0 and 2**32 - 1"),
+    (["--zoom-range", "0.8", "0.9", "1.2"], "--zoom-range takes Z or LOW HIGH"),
+    # Augmentation arguments: gpuaug's own checks, naming the flag, before any data is read.
+    (["--rotation-range", "-5"], "--rotation-range must be a finite number >= 0"),
+    (["--zoom-range", "2"], "--zoom-range must be a float z in [0, 1)"),
+    (["--zoom-range", "1.2", "0.8"], "--zoom-range must be"),
+    (["--brightness-range", "1.2", "0.8"], "--brightness-range must be"),
+    (["--channel-shift-range", "-1"], "--channel-shift-range must be a finite number >= 0"),
+    (["--shear-range", "inf"], "--shear-range must be a finite number >= 0"),
+    (["--cval", "nan"], "--cval must be a finite number"),
 ])
 def test_bad_numbers_are_usage_errors(flags, message):
-    result = run_cli(*flags)
-    assert result.returncode == 2 and message in result.stderr
-    assert "Traceback" not in result.stderr
+    result = run_cli(*flags, "--data-dir", "/nonexistent")  # checked before the data
+    assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr and "/nonexistent" not in result.stderr
+
+
+def test_zoom_range_takes_one_or_two_numbers():
+    one, two = train.parse_args(["--zoom-range", "0.2"]), train.parse_args(["--zoom-range", "0.8", "1.1"])
+    assert train.augmentation_arguments(one)["zoom_range"] == 0.2
+    assert train.augmentation_arguments(two)["zoom_range"] == [0.8, 1.1]
 
 
 def test_too_few_images_for_the_splits_is_one_line(tmp_path):
