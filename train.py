@@ -321,9 +321,17 @@ def run(args):
     tf_multiworker = multiworker and keras.backend.backend() == "tensorflow"  # custom loop
     strategy = make_strategy(args.strategy, args) if tf_multiworker else None
     splits = load_dataset(args)
-    if splits.kind == "folder" and args.augment == "generator" and importlib.util.find_spec("PIL") is None:
-        raise UsageError("--augment generator on an image folder runs flow_from_directory, which needs Pillow: "
-                         "pip install -r requirements-test.txt")
+    if splits.kind == "folder" and args.augment == "generator":
+        if importlib.util.find_spec("PIL") is None:
+            raise UsageError("--augment generator on an image folder runs flow_from_directory, which needs Pillow: "
+                             "pip install -r requirements-test.txt")
+        from models.inputs import files_flow_from_directory_skips
+
+        skipped = files_flow_from_directory_skips(splits.folder.training_files())
+        if skipped:  # it would train on fewer images than the other paths
+            raise UsageError(f"--augment generator runs flow_from_directory, which does not read GIF files: "
+                             f"{len(skipped)} of the training files are GIFs (e.g. {skipped[0]}); "
+                             "use --augment gpu or none, or convert them")
     for path, flag in ((args.export, "--export"), (args.checkpoint_dir, "--checkpoint-dir"),
                        (args.metrics_json, "--metrics-json")):
         if path:

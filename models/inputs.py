@@ -62,6 +62,16 @@ def link_training_files(files, class_names, folder):
     return folder
 
 
+def files_flow_from_directory_skips(files):
+    """The paths among `files` ([(path, label)]) that the legacy
+    `flow_from_directory` silently skips (its own list of formats has no
+    GIF, which Keras' `image_dataset_from_directory` reads)."""
+    from keras.src.legacy.preprocessing.image import DirectoryIterator
+
+    formats = tuple("." + suffix for suffix in DirectoryIterator.white_list_formats)
+    return [path for path, _ in files if not str(path).lower().endswith(formats)]
+
+
 def generator_flow(splits, augmentation, batch_size, seed, scratch, count=None):
     """`ImageDataGenerator(**augmentation)` over the training split, as the
     old path would: `flow` on arrays, `flow_from_directory` on a folder (via

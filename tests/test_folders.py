@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 import train
-from conftest import CIFAR_DIR, REPO, run_cli
+from conftest import CIFAR_DIR, REPO, assert_one_line_error, run_cli
 from folder_tools import write_cifar_folder, write_image_folder
 from models.data import load_data, open_data, split_arrays
 
@@ -167,6 +167,18 @@ def test_generator_on_a_folder_reads_the_training_split_with_flow_from_directory
     out = capsys.readouterr().out
     assert "Found 40 images belonging to 3 classes." in out  # flow_from_directory's own line
     assert summary["train_images"] == 40 and summary["augment"] == "generator"
+
+
+def test_generator_on_a_folder_with_gifs_is_refused_in_one_line(tmp_path):
+    """Keras' image_dataset_from_directory reads GIFs, the legacy
+    flow_from_directory skips them without a word: the generator path would
+    train on fewer images than it reports, so train.py refuses it."""
+    write_image_folder(tmp_path, [np.full((12, 12, 3), i, np.uint8) for i in range(20)], [i % 2 for i in range(20)])
+    write_image_folder(tmp_path, [np.zeros((12, 12, 3), np.uint8)] * 2, [0, 1], suffix=".gif")
+    result = run_cli("--data-dir", str(tmp_path), "--augment", "generator", "--epochs", "1")
+    assert_one_line_error(result, "flow_from_directory, which does not read GIF files", ".gif")
+    # The other paths read them.
+    assert open_data(str(tmp_path)).counts["train"] + open_data(str(tmp_path)).counts["test"] == 22
 
 
 def test_png_folder_trains_like_the_batches(cifar_png_folder):
