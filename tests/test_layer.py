@@ -80,6 +80,25 @@ def test_parameters_are_drawn_in_float32_whatever_floatx():
         assert not np.array_equal(values, values.astype(np.float16).astype(np.float32))
 
 
+def test_mixed_precision_rounds_only_the_output():
+    """Under mixed_float16 the output has the policy's float16 compute dtype,
+    but the matrices, coordinates and blend stay float32: on 0..255 data the
+    pixels differ from the float32 layer's by at most float16's rounding
+    (half a step of 0.125 near 255), not by a coordinate error."""
+    data = images(8, 48, 48)
+    kwargs = dict(rotation_range=25, width_shift_range=0.2, zoom_range=0.2, shear_range=10)
+    transformation = gpuaug.RandomTransform(**kwargs, seed=0).get_random_transformation(data)
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        mixed = gpuaug.RandomTransform(**kwargs).transform_images(data, transformation)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    exact = np.asarray(gpuaug.RandomTransform(**kwargs).transform_images(data, transformation))
+    assert keras.backend.standardize_dtype(mixed.dtype) == "float16"
+    difference = np.abs(np.asarray(mixed, dtype="float32") - exact)
+    assert difference.max() <= 0.0625 and difference.max() > 0
+
+
 # Seeding ------------------------------------------------------------------
 
 def test_seeded_layers_are_reproducible_and_seeds_differ():
