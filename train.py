@@ -340,6 +340,7 @@ def run(args):
     import gpuaug
     from models import inputs
     from models.cifar10 import BUILDERS
+    from models.data import DataError
 
     if not tf_multiworker:
         strategy = make_strategy(args.strategy, args)  # before any computation (JAX's cluster)
@@ -354,51 +355,36 @@ def run(args):
     # they split evenly over the devices).
     processes, process_batch, test_batch = 1, global_batch, global_batch * max(1, 256 // global_batch)
     counts = dict(splits.counts)
-    if tf_multiworker and splits.kind == "folder":  # each worker streams an equal share
-        from models.training_loop import stream_share, worker_count
+    try:
+        if tf_multiworker and splits.kind == "folder":  # each worker streams an equal share
+            from models.training_loop import worker_count
 
-        workers = worker_count(strategy)
-        counts["train"] = stream_share(counts["train"], workers) * workers
-    if jax_multihost:  # each process feeds its share of every split
-        from models import jax_cluster
+            workers = worker_count(strategy)
+            counts["train"] = inputs.share_length(counts["train"], workers) * workers
+        if jax_multihost:  # each process feeds its share of every split
+            from models import jax_cluster
 
-        index, processes, local_devices = jax_cluster.process_info()
-        try:
-            for name in ("train", "validation", "test"):
-                part = getattr(splits, name)
-                if part is not None:
-                    part, counts[name] = inputs.process_share(part, counts[name], args.seed, index,
-                                                              processes, local_devices)
-                    setattr(splits, name, part)
-        except jax_cluster.ClusterError as error:
-            raise UsageError(str(error)) from None
-        process_batch = global_batch // processes
-        test_batch = process_batch * max(1, 256 // process_batch)
-        print(f"process {index} of {processes}: {counts['train']} training and {counts['test']} test images, "
-              f"batch {process_batch} of {global_batch}", flush=True)
-    elif replicas > 1 and (keras.backend.backend() == "jax" or args.augment == "generator"):
-        # Batches that split unevenly over the devices fail: JAX's DataParallel
-        # refuses them (IndivisibleError), and so does Keras' generator input
-        # under MirroredStrategy (AddN of unequal shapes); tf.data input splits
-        # them. So each split concerned is trimmed to a multiple of the device
-        # count: a seeded choice of at most replicas - 1 images left out.
-        from models import jax_cluster
-
-        left_out = {}
-        names = ("train", "validation", "test") if keras.backend.backend() == "jax" else ("train",)
-        try:
-            for name in names:
-                part = getattr(splits, name)
-                if part is not None:
-                    part, trimmed = inputs.process_share(part, counts[name], args.seed, 0, 1, replicas)
-                    left_out[name], counts[name] = counts[name] - trimmed, trimmed
-                    setattr(splits, name, part)
-        except jax_cluster.ClusterError as error:
-            raise UsageError(f"--strategy {args.strategy} over {replicas} devices: {error}") from None
-        if any(left_out.values()):
-            print(f"{replicas} devices: every batch must split evenly over them, so "
-                  + ", ".join(f"{n} {'training' if name == 'train' else name}" for name, n in left_out.items() if n)
-                  + " image(s) are left out", flush=True)
+            index, processes, local_devices = jax_cluster.process_info()
+            inputs.share_splits(splits, counts, args.seed, index, processes, local_devices)
+            process_batch = global_batch // processes
+            test_batch = process_batch * max(1, 256 // process_batch)
+            print(f"process {index} of {processes}: {counts['train']} training and {counts['test']} test images, "
+                  f"batch {process_batch} of {global_batch}", flush=True)
+        elif replicas > 1 and (keras.backend.backend() == "jax" or args.augment == "generator"):
+            # Batches that split unevenly over the devices fail: JAX's DataParallel
+            # refuses them (IndivisibleError), and so does Keras' generator input
+            # under MirroredStrategy (AddN of unequal shapes); tf.data input splits
+            # them. So each split concerned is trimmed to a multiple of the device
+            # count: a seeded choice of at most replicas - 1 images left out.
+            names = ("train", "validation", "test") if keras.backend.backend() == "jax" else ("train",)
+            left_out = inputs.share_splits(splits, counts, args.seed, 0, 1, replicas, names)
+            if any(left_out.values()):
+                print(f"{replicas} devices: every batch must split evenly over them, so "
+                      + ", ".join(f"{n} {'training' if name == 'train' else name}"
+                                  for name, n in left_out.items() if n)
+                      + " image(s) are left out", flush=True)
+    except DataError as error:
+        raise UsageError(f"--strategy {args.strategy} over {replicas} devices: {error}") from None
     train_images = counts["train"] * processes
     aug_kwargs = augmentation_arguments(args)
 
@@ -448,7 +434,7 @@ def run(args):
         if tf_multiworker:
             from models.training_loop import evaluate_locally, fit_multiworker
 
-            fit_multiworker(model, strategy, splits.train, splits.counts["train"], epochs=args.epochs,
+            fit_multiworker(model, strategy, splits.train, counts["train"], epochs=args.epochs,
                             global_batch=global_batch, seed=args.seed, callbacks=[report],
                             checkpoint_dir=args.checkpoint_dir, initial_epoch=initial_epoch, chief=chief,
                             validation=validation)
@@ -490,7 +476,7 @@ def run(args):
         if jax_multihost:  # take part in the chief's save (collectives), write nothing
             jax_cluster.save_on_every_process(lambda scratch: model.save(scratch / "model.keras"), chief)
         print("not the chief worker: the chief writes the export", flush=True)
-    if args.metrics_json and chief:
+    if metrics_file:
         write_json_atomically(args.metrics_json, summary)
     summary["model"] = model
     return summary

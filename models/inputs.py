@@ -33,20 +33,49 @@ def validation_arguments(part, batch_size):
     return {"validation_data": batched(part, batch_size)}
 
 
-def process_share(part, count, seed, index, processes, multiple):
-    """Process `index`'s share of one split on a multi-process JAX cluster
-    (`models.jax_cluster`): the same length in every process, a multiple of
-    `multiple` (the local device count). With one process, the split trimmed
-    to a multiple of `multiple` (JAX's DataParallel on one host). Returns
-    (part, count)."""
-    from models import jax_cluster
+def share_length(count, shares, multiple=1):
+    """Images in each of `shares` equal shares of `count`, a multiple of
+    `multiple` (the devices a share is split over), so that every process or
+    worker runs the same steps and every partial batch splits evenly; up to
+    shares * multiple - 1 images are left out."""
+    from models.data import DataError
 
+    length = (count // shares) // multiple * multiple
+    if length == 0:
+        raise DataError(f"{count} images cannot give each of {shares} process(es) {multiple} image(s)")
+    return length
+
+
+def process_share(part, count, seed, index, processes, multiple):
+    """Process `index`'s share of one split (`share_length` images): on a
+    multi-process JAX cluster (`models.jax_cluster`), or with one process the
+    split trimmed to a multiple of `multiple` (the local device count).
+    Arrays are permuted with `seed` (the same permutation in every process,
+    so a class-sorted source is spread over all) and dealt round-robin.
+    Returns (part, count)."""
+    length = share_length(count, processes, multiple)
     if isinstance(part, tuple):
-        part = jax_cluster.process_shard(*part, seed, index, processes, multiple)
-        return part, len(part[0])
-    length = jax_cluster.shard_length(count, processes, multiple)
+        import numpy as np
+
+        images, labels = part
+        mine = np.random.default_rng(seed).permutation(len(images))[index::processes][:length]
+        return (images[mine], labels[mine]), length
     # Every process draws the same shuffle (same seed), so the shards are disjoint.
     return part.shard(processes, index).take(length), length
+
+
+def share_splits(splits, counts, seed, index, processes, multiple, names=("train", "validation", "test")):
+    """Replaces each named split of `splits` (a `models.data.Splits`) by its
+    `process_share` and its entry of `counts` by the share's size; returns
+    {name: images left out of this process's share}."""
+    left_out = {}
+    for name in names:
+        part = getattr(splits, name)
+        if part is not None:
+            part, length = process_share(part, counts[name], seed, index, processes, multiple)
+            left_out[name], counts[name] = counts[name] - length * processes, length
+            setattr(splits, name, part)
+    return left_out
 
 
 def link_training_files(files, class_names, folder):

@@ -9,14 +9,12 @@ batch is sharded over all devices, and the augmentation draws parameters of
 the global batch's shape: no two images, on one process or across them,
 share a draw.
 
-Each process feeds only its own shard of the data (`process_shard`), one
+Each process feeds only its own shard of the data (`models.inputs.process_share`), one
 per-process batch per step; Keras assembles the global batch from them
 (`jax.make_array_from_process_local_data`), so `auto_shard_dataset` is off.
 """
 
 import pathlib
-
-import numpy as np
 
 from models import checkpoints
 
@@ -54,29 +52,6 @@ def process_info():
     import jax
 
     return jax.process_index(), jax.process_count(), jax.local_device_count()
-
-
-def shard_length(count, process_count, multiple=1):
-    """Images per process when `count` are shared out: the same in every
-    process, a multiple of `multiple` (the local device count), so that all
-    processes run the same number of steps and every partial batch splits
-    over the local devices. Up to process_count * multiple - 1 images are
-    left out."""
-    length = (count // process_count) // multiple * multiple
-    if length == 0:
-        raise ClusterError(f"{count} images cannot give each of {process_count} processes {multiple} image(s)")
-    return length
-
-
-def process_shard(images, labels, seed, process_index, process_count, multiple=1):
-    """This process's share of (images, labels): the arrays permuted with
-    `seed` (the same permutation in every process, so that a class-sorted
-    source is spread over all processes), dealt round-robin, each share
-    `shard_length` long."""
-    length = shard_length(len(images), process_count, multiple)
-    order = np.random.default_rng(seed).permutation(len(images))
-    mine = order[process_index::process_count][:length]
-    return images[mine], labels[mine]
 
 
 # Saving under a multi-process distribution --------------------------------

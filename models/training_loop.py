@@ -24,14 +24,10 @@ def worker_count(strategy):
     return max(1, sum(spec.num_tasks(job) for job in spec.jobs if job in ("chief", "worker")))
 
 
-def stream_share(count, workers):
-    """Images each worker trains on per epoch from a stream of `count`."""
-    return count // workers
-
-
 def _distributed_dataset(strategy, train, count, global_batch, seed):
-    """(distributed dataset, images per epoch over all workers) for `train`:
-    (images, labels) arrays, or an unbatched stream of `count` (image, label)."""
+    """The distributed dataset of `train`: (images, labels) arrays, or an
+    unbatched stream of (image, label) of which the workers train on `count`
+    per epoch (a multiple of the worker count), `count / workers` each."""
     import tensorflow as tf
 
     if isinstance(train, tuple):
@@ -44,24 +40,24 @@ def _distributed_dataset(strategy, train, count, global_batch, seed):
             .batch(global_batch)
             .with_options(options)
         )
-        return strategy.experimental_distribute_dataset(dataset), len(x)
+        return strategy.experimental_distribute_dataset(dataset)
 
     def per_worker(context):
         # The stream's shuffle is seeded, so every worker sees the same order
         # each epoch and the shards are disjoint.
         return (train.shard(context.num_input_pipelines, context.input_pipeline_id)
-                .take(stream_share(count, context.num_input_pipelines))
+                .take(count // context.num_input_pipelines)
                 .batch(context.get_per_replica_batch_size(global_batch))
                 .prefetch(tf.data.AUTOTUNE))
 
-    images = stream_share(count, worker_count(strategy)) * worker_count(strategy)
-    return strategy.distribute_datasets_from_function(per_worker), images
+    return strategy.distribute_datasets_from_function(per_worker)
 
 
 def fit_multiworker(model, strategy, train, count, *, epochs, global_batch, seed, callbacks,
                     checkpoint_dir=None, initial_epoch=0, chief=True, validation=None):
-    """Trains `model` (compiled in `strategy.scope()`) on `train` ((images,
-    labels) arrays or an unbatched stream of `count` pairs) for the epochs
+    """Trains `model` (compiled in `strategy.scope()`) on `count` images per
+    epoch of `train` ((images, labels) arrays, or an unbatched stream of
+    which `count`, a multiple of the worker count, are shared out) for the epochs
     after `initial_epoch` (its weights already restored from `checkpoint_dir`
     by train.py), calling the callbacks' epoch hooks with loss and accuracy,
     and `val_loss`/`val_accuracy` on `validation` (arrays or a stream) when
@@ -70,7 +66,7 @@ def fit_multiworker(model, strategy, train, count, *, epochs, global_batch, seed
     import tensorflow as tf
 
     per_example_loss = keras.losses.SparseCategoricalCrossentropy(reduction=None)
-    dataset, images_per_epoch = _distributed_dataset(strategy, train, count, global_batch, seed)
+    dataset = _distributed_dataset(strategy, train, count, global_batch, seed)
 
     def replica_step(images, labels):
         labels = tf.cast(labels, tf.int64)
@@ -96,7 +92,7 @@ def fit_multiworker(model, strategy, train, count, *, epochs, global_batch, seed
             loss, hits = train_step(images, labels)
             total_loss += float(loss)
             total_hits += float(hits)
-        logs = {"loss": total_loss / images_per_epoch, "accuracy": total_hits / images_per_epoch}
+        logs = {"loss": total_loss / count, "accuracy": total_hits / count}
         if validation is not None:
             logs["val_loss"], logs["val_accuracy"] = evaluate_locally(model, validation)
         if checkpoint_dir and chief:  # saved before the epoch is reported
