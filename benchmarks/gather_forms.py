@@ -17,10 +17,7 @@ import sys
 import time
 
 from benchmarks import REPO
-
-SETTINGS = dict(rotation_range=15, width_shift_range=0.1, height_shift_range=0.1, shear_range=10,
-                zoom_range=0.1, horizontal_flip=True)
-
+from benchmarks.throughput import SETTINGS  # the same arguments as every other benchmark
 
 FORMS = {"four 1-D gathers": "separate", "one stacked gather": "stacked"}  # gpuaug.warp.gather_form()
 

@@ -14,8 +14,9 @@ import pytest
 from PIL import Image
 
 import train
+from benchmarks.folders import PEAK_RSS, write_png_folder
 from conftest import CIFAR_DIR, REPO, assert_one_line_error, run_cli
-from folder_tools import write_cifar_folder, write_image_folder
+from folder_tools import write_image_folder
 from models.data import load_data, open_data, split_arrays
 
 
@@ -37,10 +38,11 @@ def cifar_arrays():
 
 
 @pytest.fixture(scope="module")
-def cifar_png_folder(tmp_path_factory, cifar_arrays):
-    """The whole CIFAR-10 subset written out as PNG files (train/ and test/)."""
+def cifar_png_folder(tmp_path_factory):
+    """The whole CIFAR-10 subset written out as PNG files (train/ and test/),
+    as `python -m benchmarks.folders` writes it."""
     root = tmp_path_factory.mktemp("cifar_png")
-    write_cifar_folder(root, *cifar_arrays)
+    write_png_folder(str(CIFAR_DIR), root)
     return root
 
 
@@ -194,16 +196,6 @@ def test_png_folder_trains_like_the_batches(cifar_png_folder):
         accuracy[source] = summary["test_accuracy"]
     batches, folder = accuracy.values()
     assert batches > 0.15 and folder > 0.15 and abs(batches - folder) < 0.06, accuracy
-
-
-PEAK_RSS = """
-import resource, sys
-sys.path.insert(0, {repo!r})
-import train
-code = train.main(sys.argv[1:])
-print("peak_rss_mb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, flush=True)
-sys.exit(code)
-"""
 
 
 def peak_rss_mb(*args):
