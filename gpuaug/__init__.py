@@ -6,6 +6,7 @@ from gpuaug.matrices import transform_matrices
 from gpuaug.sampling import sample_transformation
 from gpuaug.standardization import (
     FeaturewiseStandardization,
+    ImagenetPreprocessing,
     SamplewiseStandardization,
     ZCAWhitening,
 )
@@ -14,6 +15,7 @@ from gpuaug.warp import warp_images
 
 __all__ = [
     "FeaturewiseStandardization",
+    "ImagenetPreprocessing",
     "RandomTransform",
     "SamplewiseStandardization",
     "TrainWithTargets",

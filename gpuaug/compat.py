@@ -1,12 +1,14 @@
 """From a configured `ImageDataGenerator` to the Keras layers that reproduce it."""
 
 import copy
+import warnings
 
 import keras
 
 from gpuaug.layers import RandomTransform
 from gpuaug.standardization import (
     FeaturewiseStandardization,
+    ImagenetPreprocessing,
     SamplewiseStandardization,
     ZCAWhitening,
 )
@@ -32,8 +34,55 @@ def _as_generator(generator):
     return generator
 
 
+def keras_applications_mode(function):
+    """"caffe", "tf" or "torch" when `function` is one of `keras.applications`'
+    `preprocess_input` functions (or `imagenet_utils.preprocess_input`), "none"
+    for the ones that pass images through unchanged (EfficientNet, ConvNeXt,
+    ...), None for any other function. Found by running it on a probe image in
+    the layout it uses (`keras.config.image_data_format()`) and comparing with
+    each mode of `imagenet_utils.preprocess_input`."""
+    import numpy as np
+    from keras.src.applications import imagenet_utils
+
+    if not getattr(function, "__module__", "").startswith(("keras.", "tf_keras.", "tensorflow.")):
+        return None
+    probe = np.arange(3 * 2 * 2, dtype="float32").reshape(3, 2, 2) * 13.0 + 5.0  # (C, H, W)
+    if keras.config.image_data_format() == "channels_last":
+        probe = probe.transpose(1, 2, 0)
+    try:
+        output = np.asarray(function(probe.copy()))
+    except Exception:  # noqa: BLE001 - not an image function of this kind
+        return None
+    if output.shape == probe.shape and np.array_equal(output, probe):
+        return "none"
+    for mode in ("caffe", "tf", "torch"):
+        expected = imagenet_utils.preprocess_input(probe.copy(), mode=mode)
+        if output.shape == expected.shape and np.array_equal(output, expected):
+            return mode
+    return None
+
+
+def _reload_warning(function):
+    """Why a model holding `Lambda(function)` will not reload by itself, or
+    None when it will (a function registered with
+    `keras.saving.register_keras_serializable`)."""
+    name = getattr(function, "__name__", repr(function))
+    if name == "<lambda>":
+        return ("`preprocessing_function` is a lambda: a model saved with it reloads only with "
+                "keras.models.load_model(..., safe_mode=False); use a named function registered with "
+                "@keras.saving.register_keras_serializable() to reload it safely")
+    if keras.saving.get_registered_name(function) == name:
+        return (f"`preprocessing_function` {name!r} is not registered: a model saved with it reloads only "
+                f"with keras.models.load_model(..., custom_objects={{{name!r}: {name}}}); decorate it with "
+                "@keras.saving.register_keras_serializable() so that it reloads wherever its module is imported")
+    return None
+
+
 def _device_preprocessing(function, generator):
-    """A Keras layer as is; a callable only if it runs on symbolic tensors."""
+    """A Keras layer as is; `keras.applications`' preprocess_input as an
+    `ImagenetPreprocessing` layer (None when it changes nothing); another
+    callable only if it runs on symbolic tensors (wrapped in `Lambda`, with a
+    warning when the saved model would not reload by itself)."""
     if isinstance(function, keras.layers.Layer):
         return function
     if not callable(function):
@@ -41,6 +90,11 @@ def _device_preprocessing(function, generator):
             "`preprocessing_function` must be a Keras layer or a function of "
             f"tensors. Received: {function!r}"
         )
+    mode = keras_applications_mode(function)
+    if mode == "none":
+        return None
+    if mode is not None:
+        return ImagenetPreprocessing(mode, keras.config.image_data_format(), name="preprocessing_function")
     shape = (None, 8, 8, 3) if generator.data_format == "channels_last" else (None, 3, 8, 8)
     try:
         function(keras.KerasTensor(shape, dtype="float32"))
@@ -51,6 +105,9 @@ def _device_preprocessing(function, generator):
             f"({type(error).__name__}: {error}). Pass a Keras layer or a "
             "function written with keras.ops (it receives the whole batch)."
         ) from error
+    warning = _reload_warning(function)
+    if warning:
+        warnings.warn(warning, stacklevel=3)
     return keras.layers.Lambda(function, name="preprocessing_function")
 
 
@@ -68,8 +125,11 @@ def from_image_data_generator(generator, data=None, seed=None, **options):
     Returns:
         A list of layers: `RandomTransform` (if any random augmentation is
         set; identity at inference), then for each configured step of
-        `standardize`: `preprocessing_function` (a Keras layer, or a function
-        of tensors wrapped in `Lambda`), `Rescaling`,
+        `standardize`: `preprocessing_function` (a Keras layer;
+        `keras.applications`' `preprocess_input` as `ImagenetPreprocessing`,
+        or nothing for those that change nothing; another function of
+        tensors wrapped in `Lambda`, with a warning when a saved model would
+        not reload without it), `Rescaling`,
         `SamplewiseStandardization`, `FeaturewiseStandardization`,
         `ZCAWhitening` (these run at inference too).
         `validation_split` and `dtype` are not layers and are ignored.
@@ -92,7 +152,9 @@ def from_image_data_generator(generator, data=None, seed=None, **options):
     if not augmentation.augmentation.is_identity:
         layers.append(augmentation)
     if generator.preprocessing_function is not None:
-        layers.append(_device_preprocessing(generator.preprocessing_function, generator))
+        preprocessing = _device_preprocessing(generator.preprocessing_function, generator)
+        if preprocessing is not None:
+            layers.append(preprocessing)
     if generator.rescale:
         layers.append(keras.layers.Rescaling(generator.rescale))
     if generator.samplewise_center or generator.samplewise_std_normalization:

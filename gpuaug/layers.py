@@ -16,6 +16,14 @@ def _to_python(value):
     return value
 
 
+def _as_tensor(value):
+    """Host arrays (numpy, lists of numbers) as backend tensors of their own
+    dtype; tensors and symbolic tensors as they are."""
+    if value is None or keras.backend.is_keras_tensor(value) or keras.ops.is_tensor(value):
+        return value
+    return ops.convert_to_tensor(value)
+
+
 @keras.saving.register_keras_serializable(package="gpuaug")
 class RandomTransform(keras.layers.Layer):
     """Random rotation, shift, shear, zoom, flips, channel shift and brightness,
@@ -100,6 +108,7 @@ class RandomTransform(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self._convert_input_args = False  # see __call__
         if bounding_box_format is not None and bounding_box_format not in targets.BOX_FORMATS:
             raise ValueError(f"`bounding_box_format` must be None or one of {targets.BOX_FORMATS}. "
                              f"Received: {bounding_box_format!r}")
@@ -283,7 +292,9 @@ class RandomTransform(keras.layers.Layer):
         """Applies a transformation dict's geometry to (N, H, W, C) or
         (N, H, W) masks (channels first if so configured): nearest pixel,
         no colour change, `mask_fill_value` for "constant", dtype kept."""
+        targets.check_masks_survive_the_backend(masks)
         masks = ops.convert_to_tensor(masks)
+        targets.check_mask_fill_value(self.mask_fill_value, masks.dtype)
         rank = len(ops.shape(masks))
         if rank not in (3, 4):
             raise ValueError(f"`segmentation_masks` must be (N, H, W, C) or (N, H, W); received shape "
@@ -300,6 +311,18 @@ class RandomTransform(keras.layers.Layer):
         if self.data_format == "channels_first":
             outputs = ops.transpose(outputs, (0, 3, 1, 2))
         return outputs
+
+    def _check_mask_size(self, mask_shape, height, width, image_shape):
+        """Masks must have the images' height and width: they are moved in
+        the images' pixel units (a smaller mask would be misaligned)."""
+        if len(mask_shape) == 3:
+            mask_size = tuple(mask_shape[1:3])
+        else:
+            mask_size = self._image_size(mask_shape) if len(mask_shape) == 4 else None
+        known = all(isinstance(d, int) for d in (height, width) + tuple(mask_size or ()))
+        if mask_size is not None and known and mask_size != (height, width):
+            raise ValueError(f"`segmentation_masks` of shape {tuple(mask_shape)} do not have the height and width of "
+                             f"the images, of shape {tuple(image_shape)}: masks must be {height} x {width} pixels.")
 
     def transform_bounding_boxes(self, bounding_boxes, transformation, height, width):
         """Moves {"boxes": (N, B, 4), "labels": (N, B)} in
@@ -329,8 +352,10 @@ class RandomTransform(keras.layers.Layer):
         if not training or self.augmentation.is_identity:
             outputs["images"] = ops.cast(images, self.compute_dtype)
             return outputs
-        transformation = self.get_random_transformation(images)
         height, width = self._image_size(ops.shape(images))
+        if "segmentation_masks" in data:
+            self._check_mask_size(ops.shape(data["segmentation_masks"]), height, width, ops.shape(images))
+        transformation = self.get_random_transformation(images)
         outputs["images"] = self.transform_images(images, transformation)
         if "segmentation_masks" in data:
             outputs["segmentation_masks"] = self.transform_segmentation_masks(data["segmentation_masks"],
@@ -341,6 +366,17 @@ class RandomTransform(keras.layers.Layer):
         if "keypoints" in data:
             outputs["keypoints"] = self.transform_keypoints(data["keypoints"], transformation, height, width)
         return outputs
+
+    def __call__(self, inputs, *args, **kwargs):
+        # Keras would convert host arrays to tensors and cast every float
+        # input to the compute dtype (float64 or float16 masks to float32),
+        # so the layer converts its inputs itself (`_convert_input_args` is
+        # off): masks keep their dtype, and on JAX without 64-bit types masks
+        # whose values would change on the way are refused first.
+        if isinstance(inputs, dict) and "segmentation_masks" in inputs:
+            targets.check_masks_survive_the_backend(inputs["segmentation_masks"])
+        inputs = keras.tree.map_structure(_as_tensor, inputs)
+        return super().__call__(inputs, *args, **kwargs)
 
     def call(self, images, training=None):
         if isinstance(images, dict):

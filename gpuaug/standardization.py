@@ -1,5 +1,9 @@
 """Deterministic layers for `ImageDataGenerator.standardize`'s steps.
 
+`ImagenetPreprocessing` stands for the `preprocess_input` functions of
+`keras.applications` (the usual `preprocessing_function`), so that a model
+holding it saves and reloads like any other.
+
 They run in training and at inference alike (the generator standardizes every
 image it yields), after the random augmentation, in the reference's order:
 preprocessing_function, rescale, samplewise, featurewise, ZCA. Statistics are
@@ -113,4 +117,56 @@ class ZCAWhitening(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(dimension=self.dimension)
+        return config
+
+
+# keras.applications.imagenet_utils' constants (RGB order).
+IMAGENET_MODES = ("caffe", "tf", "torch")
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+TORCH_MEAN = (0.485, 0.456, 0.406)
+TORCH_STD = (0.229, 0.224, 0.225)
+
+
+@keras.saving.register_keras_serializable(package="gpuaug")
+class ImagenetPreprocessing(keras.layers.Layer):
+    """`keras.applications`' `preprocess_input` as a layer, for its three modes:
+
+    - "caffe" (ResNet50, VGG16/19): RGB to BGR, then minus the ImageNet mean
+      per channel (103.939, 116.779, 123.68, BGR), no scaling;
+    - "tf" (MobileNet, MobileNetV2, InceptionV3, Xception, ResNetV2, NASNet,
+      InceptionResNetV2): x / 127.5 - 1, i.e. 0..255 to -1..1;
+    - "torch" (DenseNet): x / 255, minus (0.485, 0.456, 0.406), divided by
+      (0.229, 0.224, 0.225) per RGB channel.
+
+    Inputs are pixels 0..255, `data_format`'s layout (default
+    `keras.config.image_data_format()`); the same float32 arithmetic as
+    `keras.applications.imagenet_utils.preprocess_input`.
+    """
+
+    def __init__(self, mode="caffe", data_format=None, **kwargs):
+        super().__init__(**kwargs)
+        if mode not in IMAGENET_MODES:
+            raise ValueError(f"`mode` must be one of {IMAGENET_MODES}. Received: {mode!r}")
+        self.mode = mode
+        self.data_format = data_format or keras.config.image_data_format()
+
+    def _per_channel(self, values):
+        shape = (1, 1, -1) if self.data_format == "channels_last" else (-1, 1, 1)
+        return ops.reshape(ops.convert_to_tensor(values, self.compute_dtype), shape)
+
+    def call(self, inputs):
+        x = ops.cast(inputs, self.compute_dtype)
+        if self.mode == "tf":
+            return x / 127.5 - 1.0
+        if self.mode == "torch":
+            return (x / 255.0 - self._per_channel(TORCH_MEAN)) / self._per_channel(TORCH_STD)
+        axis = -1 if self.data_format == "channels_last" else -3
+        return ops.flip(x, axis=axis) - self._per_channel(CAFFE_MEAN_BGR)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(mode=self.mode, data_format=self.data_format)
         return config

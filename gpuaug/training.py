@@ -16,6 +16,8 @@ no augmentation in it: that is what to save or export.
 
 import keras
 
+from gpuaug import targets
+
 
 @keras.saving.register_keras_serializable(package="gpuaug")
 class TrainWithTargets(keras.Model):
@@ -44,6 +46,18 @@ class TrainWithTargets(keras.Model):
         self.model = model
         self.augmentation = augmentation
         self.target = target
+
+    def _check_targets(self, x):
+        if isinstance(x, dict) and self.target == "segmentation_masks" and self.target in x:
+            targets.check_masks_survive_the_backend(x[self.target])
+
+    def fit(self, x=None, *args, **kwargs):
+        self._check_targets(x)  # before Keras converts host arrays to the backend's dtypes
+        return super().fit(x, *args, **kwargs)
+
+    def evaluate(self, x=None, *args, **kwargs):
+        self._check_targets(x)
+        return super().evaluate(x, *args, **kwargs)
 
     def call(self, inputs, training=None):
         if not isinstance(inputs, dict):

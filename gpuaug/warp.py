@@ -79,7 +79,8 @@ def sample_points(coordinates, size, fill_mode, interpolation_order):
     return indices, folded - start, inside
 
 
-def _x64_available():
+def x64_available():
+    """False only on JAX without `jax_enable_x64` (no int64 there)."""
     if keras.backend.backend() != "jax":
         return True
     import jax
@@ -100,7 +101,7 @@ def choose_index_mode(batch, height, width):
     sizes = (batch, height, width)
     if all(isinstance(size, int) for size in sizes) and batch * height * width <= INT32_LIMIT:
         return "int32"
-    return "int64" if _x64_available() else "per_image"
+    return "int64" if x64_available() else "per_image"
 
 
 def flat_index(image, row, col, height, width, dtype):
@@ -132,6 +133,10 @@ def _gather(images, pairs, mode):
     batch, height, width, channels = ops.shape(images)
     shape = (batch, height, width, channels)
     if mode == "per_image":  # indices below H*W within each image
+        if isinstance(height, int) and isinstance(width, int) and height * width > INT32_LIMIT:
+            raise ValueError(f"An image of {height} x {width} = {height * width:,} pixels has more than 2**31, "
+                             "which int32 indices cannot address, and JAX has no int64 without 64-bit types: "
+                             "enable them with jax.config.update('jax_enable_x64', True).")
         pixels = ops.reshape(images, (batch, -1, channels))
         taps = []
         for row, col in pairs:

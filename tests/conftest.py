@@ -46,3 +46,12 @@ def assert_one_line_error(result, *fragments):
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
+
+
+def run_python(code, backend="tensorflow", timeout=300, env=None):
+    """`python -c CODE` in a fresh interpreter under KERAS_BACKEND=backend
+    (JAX on the CPU), with the repository importable."""
+    env = dict(os.environ if env is None else env, KERAS_BACKEND=backend, PYTHONPATH=str(REPO))
+    env.setdefault("JAX_PLATFORMS", "cpu")
+    return subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=timeout)

@@ -2,6 +2,8 @@
 layer gets its arguments, and each standardization layer matches the
 generator's own `standardize` (called per image, as `flow` does)."""
 
+import subprocess
+import sys
 import warnings
 
 import keras
@@ -10,6 +12,8 @@ import pytest
 from keras.src.legacy.preprocessing.image import ImageDataGenerator
 
 import gpuaug
+import preprocessing_functions
+from conftest import REPO
 from gpuaug.reference import reference_apply
 
 
@@ -101,7 +105,8 @@ def test_preprocessing_function_of_tensors_and_layers(small_images):
     def invert(x):
         return 255.0 - x
 
-    layers = gpuaug.from_image_data_generator(dict(preprocessing_function=invert, rescale=0.5))
+    with pytest.warns(UserWarning, match="'invert' is not registered: a model saved with it reloads only"):
+        layers = gpuaug.from_image_data_generator(dict(preprocessing_function=invert, rescale=0.5))
     assert isinstance(layers[0], keras.layers.Lambda)
     np.testing.assert_allclose(apply_layers(layers, small_images[:4]), (255.0 - small_images[:4]) * 0.5)
     layer = keras.layers.Rescaling(2.0)
@@ -135,3 +140,93 @@ def test_model_with_converted_layers_saves_and_loads(tmp_path, small_images):
 def test_not_a_generator():
     with pytest.raises(ValueError, match="ImageDataGenerator or a dict"):
         gpuaug.from_image_data_generator([1, 2])
+
+
+# preprocessing_function: what a saved model needs to reload -----------------
+
+def save_and_reload_elsewhere(layers, images, folder, imports="", load_arguments=""):
+    """Builds a model of `layers`, saves it, reloads it in a fresh interpreter
+    (`import gpuaug` plus `imports`) and returns (its predictions, the
+    original model's, the fresh interpreter's CompletedProcess)."""
+    inputs = keras.Input(images.shape[1:])
+    x = inputs
+    for layer in layers:
+        x = layer(x)
+    model = keras.Model(inputs, x)
+    model.save(folder / "m.keras")
+    np.save(folder / "x.npy", images)
+    script = (f"import sys, numpy as np, keras, gpuaug\n{imports}\n"
+              f"m = keras.models.load_model(sys.argv[1]{load_arguments})\n"
+              "np.save(sys.argv[3], m.predict(np.load(sys.argv[2]), verbose=0))\n")
+    result = subprocess.run([sys.executable, "-c", script, str(folder / "m.keras"), str(folder / "x.npy"),
+                             str(folder / "y.npy")], cwd=REPO, capture_output=True, text=True, timeout=300,
+                            env={**__import__("os").environ, "PYTHONPATH": f"{REPO}:{REPO / 'tests'}"})
+    reloaded = np.load(folder / "y.npy") if result.returncode == 0 else None
+    return reloaded, model.predict(images, verbose=0), result
+
+
+@pytest.mark.parametrize("application, mode", [("resnet50", "caffe"), ("vgg16", "caffe"), ("mobilenet_v2", "tf"),
+                                               ("inception_v3", "tf"), ("densenet", "torch")])
+def test_keras_applications_preprocess_input_saves_reloads_and_predicts(application, mode, small_images, tmp_path):
+    function = getattr(keras.applications, application).preprocess_input
+    generator = ImageDataGenerator(preprocessing_function=function, horizontal_flip=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "will not reload" warning
+        layers = gpuaug.from_image_data_generator(generator, seed=0)
+    preprocessing = layers[1]
+    assert isinstance(preprocessing, gpuaug.ImagenetPreprocessing) and preprocessing.mode == mode
+    images = small_images[:6]
+    expected = reference_standardize(generator, images)
+    # float32 either way; TensorFlow may divide by multiplying with the reciprocal (1 ulp).
+    np.testing.assert_allclose(np.asarray(preprocessing(images)), expected, rtol=1e-6, atol=1e-6)
+    reloaded, predicted, result = save_and_reload_elsewhere(layers, images, tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    np.testing.assert_array_equal(reloaded, predicted)
+    np.testing.assert_allclose(predicted, expected, rtol=1e-6, atol=1e-6)  # inference: no flip
+
+
+def test_a_preprocess_input_that_changes_nothing_adds_no_layer():
+    layers = gpuaug.from_image_data_generator(
+        dict(preprocessing_function=keras.applications.efficientnet.preprocess_input, rescale=0.5))
+    assert [type(layer).__name__ for layer in layers] == ["Rescaling"]
+
+
+def test_imagenet_preprocessing_in_channels_first(small_images):
+    images = np.ascontiguousarray(small_images[:3].transpose(0, 3, 1, 2))
+    from keras.src.applications import imagenet_utils
+
+    for mode in ("caffe", "tf", "torch"):
+        layer = gpuaug.ImagenetPreprocessing(mode, "channels_first")
+        np.testing.assert_allclose(np.asarray(layer(images)), imagenet_utils.preprocess_input(
+            images.copy(), data_format="channels_first", mode=mode), rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="mode"):
+        gpuaug.ImagenetPreprocessing("bgr")
+
+
+def test_a_registered_function_reloads_where_its_module_is_imported(small_images, tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        layers = gpuaug.from_image_data_generator(
+            dict(preprocessing_function=preprocessing_functions.registered_invert))
+    reloaded, predicted, result = save_and_reload_elsewhere(layers, small_images[:4], tmp_path,
+                                                            imports="import preprocessing_functions")
+    assert result.returncode == 0, result.stderr[-2000:]
+    np.testing.assert_array_equal(reloaded, predicted)
+
+
+def test_an_unregistered_function_warns_at_conversion_and_its_model_needs_it_to_reload(small_images, tmp_path):
+    function = preprocessing_functions.unregistered_invert
+    with pytest.warns(UserWarning, match="custom_objects=\\{'unregistered_invert': unregistered_invert\\}"):
+        layers = gpuaug.from_image_data_generator(dict(preprocessing_function=function))
+    _, _, result = save_and_reload_elsewhere(layers, small_images[:4], tmp_path)
+    assert result.returncode != 0 and "unregistered_invert" in result.stderr  # what the warning said
+    reloaded, predicted, result = save_and_reload_elsewhere(
+        layers, small_images[:4], tmp_path, imports="from preprocessing_functions import unregistered_invert",
+        load_arguments=", custom_objects={'unregistered_invert': unregistered_invert}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    np.testing.assert_array_equal(reloaded, predicted)
+
+
+def test_a_lambda_warns_that_it_needs_safe_mode_off():
+    with pytest.warns(UserWarning, match="lambda.*safe_mode=False"):
+        gpuaug.from_image_data_generator(dict(preprocessing_function=lambda x: x * 2.0))

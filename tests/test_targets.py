@@ -15,7 +15,7 @@ import pytest
 from keras.src.legacy.preprocessing.image import ImageDataGenerator
 
 import gpuaug
-from conftest import REPO
+from conftest import REPO, run_python
 from gpuaug import targets
 from gpuaug.reference import reference_apply
 
@@ -93,9 +93,11 @@ def rectangles(height=20, width=24):
 @pytest.mark.parametrize("kwargs", [dict(width_shift_range=0.2, height_shift_range=0.3),
                                     dict(zoom_range=[0.6, 1.4]), dict(horizontal_flip=True, vertical_flip=True),
                                     dict(width_shift_range=3, zoom_range=0.2, horizontal_flip=True)])
-def test_boxes_equal_the_box_of_the_warped_rectangle(kwargs):
-    masks = rectangles()
-    layer = gpuaug.RandomTransform(**kwargs, bounding_box_format="xyxy", fill_mode="constant", seed=11)
+@pytest.mark.parametrize("shift_axes, center", [("reference", "reference"), ("named", "image")])
+def test_boxes_equal_the_box_of_the_warped_rectangle(kwargs, shift_axes, center):
+    masks = rectangles()  # 20 x 24: not square, so the two centres differ
+    layer = gpuaug.RandomTransform(**kwargs, bounding_box_format="xyxy", fill_mode="constant", seed=11,
+                                   shift_axes=shift_axes, center=center)
     for seed in range(4):
         t = layer.get_random_transformation(masks, seed=seed)
         warped = np.asarray(layer.transform_segmentation_masks(masks, t))
@@ -105,10 +107,12 @@ def test_boxes_equal_the_box_of_the_warped_rectangle(kwargs):
                 np.testing.assert_allclose(box, box_of(mask), atol=1.0, err_msg=str(t))
 
 
-def test_with_rotation_the_box_contains_the_warped_rectangle():
+@pytest.mark.parametrize("shift_axes, center", [("reference", "reference"), ("named", "image")])
+def test_with_rotation_the_box_contains_the_warped_rectangle(shift_axes, center):
     masks = rectangles()
-    layer = gpuaug.RandomTransform(rotation_range=45, shear_range=20, bounding_box_format="xyxy",
-                                   fill_mode="constant", seed=2)
+    layer = gpuaug.RandomTransform(rotation_range=45, shear_range=20, zoom_range=0.2, width_shift_range=0.1,
+                                   bounding_box_format="xyxy", fill_mode="constant", seed=2,
+                                   shift_axes=shift_axes, center=center)
     for seed in range(6):
         t = layer.get_random_transformation(masks, seed=seed)
         warped = np.asarray(layer.transform_segmentation_masks(masks, t))
@@ -144,25 +148,39 @@ def test_boxes_that_leave_the_image_are_marked_as_keras_marks_them():
     assert np.all(np.asarray(out["boxes"]) >= 0) and np.all(np.asarray(out["boxes"])[..., 2] <= 24)
 
 
+def forward_float64(layer, transformation, height, width, x, y):
+    """Where the point (x, y) (continuous pixel coordinates) of image 0 goes,
+    by the inverse of its pull matrix in float64 (numpy's own inverse)."""
+    pull = np.asarray(layer._geometry(transformation, height, width), "float64")[0]
+    fx, fy, w = np.linalg.inv(pull) @ np.array([x - 0.5, y - 0.5, 1.0])
+    return fx / w + 0.5, fy / w + 0.5
+
+
 def test_a_keypoint_on_a_marked_pixel_lands_on_the_marked_pixel():
     height, width = 24, 28
     rng = np.random.default_rng(4)
     layer = gpuaug.RandomTransform(rotation_range=40, width_shift_range=0.15, height_shift_range=0.15,
                                    zoom_range=0.15, horizontal_flip=True, vertical_flip=True,
                                    interpolation_order=0, fill_mode="constant", seed=6)
-    checked = 0
-    for trial in range(12):
-        row, col = rng.integers(6, height - 6), rng.integers(6, width - 6)
+    checked = flagged = 0
+    for trial in range(40):
+        row, col = rng.integers(1, height - 1), rng.integers(1, width - 1)
         image = np.zeros((1, height, width, 1), "float32")
         image[0, row - 1:row + 2, col - 1:col + 2] = 1.0  # a 3x3 mark around (row, col)
         keypoints = np.array([[[col + 0.5, row + 0.5]]], "float32")  # the centre of its middle pixel
-        out = layer({"images": image, "keypoints": keypoints}, training=True)
+        t = layer.get_random_transformation(image)
+        out = {"images": layer.transform_images(image, t), "transformation": t,
+               "keypoints": layer.transform_keypoints(keypoints, t, height, width)}
         x, y = np.asarray(out["keypoints"])[0, 0]
-        if x < 0:
-            continue  # left the image: flagged, checked below
+        if x < 0:  # flagged: its float64 forward image must be outside the image
+            assert (x, y) == (-1.0, -1.0)
+            fx, fy = forward_float64(layer, out["transformation"], height, width, col + 0.5, row + 0.5)
+            assert not (0 <= fx < width and 0 <= fy < height), (trial, fx, fy)
+            flagged += 1
+            continue
         assert np.asarray(out["images"])[0, int(y), int(x), 0] == 1.0, (trial, x, y)
         checked += 1
-    assert checked >= 8
+    assert checked >= 8 and flagged >= 1, (checked, flagged)
 
 
 def test_keypoints_that_leave_the_image_get_the_sentinel():
@@ -212,6 +230,112 @@ def test_dict_inputs_in_a_functional_model_and_in_tf_data():
     batch = next(iter(tf.data.Dataset.from_tensor_slices(data).batch(6).map(
         lambda d: layer(d, training=True))))
     assert batch["segmentation_masks"].dtype == tf.int32 and batch["images"].shape == (6, 20, 24, 1)
+
+
+CIFAR_LIKE = dict(rotation_range=15, width_shift_range=0.1, height_shift_range=0.1, zoom_range=0.1,
+                  horizontal_flip=True)
+
+
+def test_missing_keypoints_stay_missing_through_one_layer_and_several():
+    rng = np.random.default_rng(7)
+    keypoints = rng.uniform(0, 32, (64, 6, 2)).astype("float32")
+    keypoints[:, ::2] = -1.0  # half of them missing (left the image earlier, or padding)
+    images = np.zeros((64, 32, 32, 3), "float32")
+    once = gpuaug.RandomTransform(**CIFAR_LIKE, seed=1)({"images": images, "keypoints": keypoints},
+                                                         training=True)
+    missing_once = np.all(np.asarray(once["keypoints"]) == -1.0, axis=-1)
+    assert missing_once[:, ::2].all()
+    twice = gpuaug.RandomTransform(**CIFAR_LIKE, fill_mode="reflect", seed=2)(once, training=True)
+    missing_twice = np.all(np.asarray(twice["keypoints"]) == -1.0, axis=-1)
+    assert missing_twice[missing_once].all()  # once missing, missing for good
+    present = ~missing_twice[:, 1::2]
+    assert present.mean() > 0.5  # the others still move (and mostly stay inside)
+    assert not np.allclose(np.asarray(twice["keypoints"])[:, 1::2][present], keypoints[:, 1::2][present])
+
+
+@pytest.mark.parametrize("shape", [(3, 0, 4), (0, 2, 4), (0, 0, 4)])
+def test_no_boxes_and_empty_batches_pass_through(shape):
+    import tensorflow as tf
+
+    layer = gpuaug.RandomTransform(**GEOMETRY, bounding_box_format="xyxy", seed=0)
+    data = {"images": np.zeros(shape[:1] + (8, 8, 3), "float32"),
+            "bounding_boxes": {"boxes": np.zeros(shape, "float32"), "labels": np.zeros(shape[:2], "int32")}}
+    for run in (lambda d: layer(d, training=True),
+                tf.function(lambda d: layer(d, training=True), jit_compile=True)):
+        out = run(data)
+        assert tuple(out["bounding_boxes"]["boxes"].shape) == shape
+        assert tuple(out["bounding_boxes"]["labels"].shape) == shape[:2]
+        assert tuple(out["images"].shape) == shape[:1] + (8, 8, 3)
+
+
+def test_no_boxes_pass_through_on_jax():
+    result = run_python("""
+import numpy as np, jax, gpuaug
+layer = gpuaug.RandomTransform(rotation_range=20, horizontal_flip=True, bounding_box_format="xyxy", seed=0)
+for shape in [(3, 0, 4), (0, 2, 4)]:
+    data = {"images": np.zeros(shape[:1] + (8, 8, 3), "float32"),
+            "bounding_boxes": {"boxes": np.zeros(shape, "float32"), "labels": np.zeros(shape[:2], "int32")}}
+    out = layer(data, training=True)
+    assert out["bounding_boxes"]["boxes"].shape == shape, out["bounding_boxes"]["boxes"].shape
+    t = layer.get_random_transformation(data["images"])
+    moved = jax.jit(lambda b, t: layer.transform_bounding_boxes(b, t, 8, 8))(data["bounding_boxes"], t)
+    assert moved["boxes"].shape == shape and moved["labels"].shape == shape[:2]
+print("passed through")
+""", backend="jax")
+    assert result.returncode == 0 and "passed through" in result.stdout, result.stderr[-3000:]
+
+
+@pytest.mark.parametrize("dtype, value, accepted", [
+    ("uint8", 300, r"an integer in \[0, 255\] for uint8"), ("uint8", -1, r"\[0, 255\]"),
+    ("int8", 128, r"\[-128, 127\]"), ("int32", 2.5, "int32"), ("bool", 2, "0 or 1"),
+    ("float16", 1e6, "float16")])
+def test_mask_fill_value_outside_the_masks_dtype_is_refused(dtype, value, accepted):
+    layer = gpuaug.RandomTransform(rotation_range=10, fill_mode="constant", mask_fill_value=value)
+    with pytest.raises(ValueError, match="mask_fill_value.*" + accepted):
+        layer.transform_segmentation_masks(np.zeros((1, 4, 4), dtype), {"tx": np.array([2.0])})
+    with pytest.raises(ValueError, match="mask_fill_value"):
+        layer({"images": np.zeros((1, 4, 4, 1)), "segmentation_masks": np.zeros((1, 4, 4), dtype)}, training=True)
+
+
+@pytest.mark.parametrize("dtype, value", [("uint8", 255), ("uint8", 0), ("int8", -128), ("int32", 2**31 - 1),
+                                          ("float16", 65504.0), ("bool", 1)])
+def test_mask_fill_value_at_the_edge_of_the_range_is_kept(dtype, value):
+    layer = gpuaug.RandomTransform(fill_mode="constant", mask_fill_value=value)
+    moved = np.asarray(layer.transform_segmentation_masks(np.zeros((1, 4, 4), dtype), {"tx": np.array([2.0])}))
+    assert moved.dtype == np.dtype(dtype) and moved[0, 0, 3] == value and moved[0, 0, 0] == 0
+
+
+@pytest.mark.parametrize("mask_shape", [(2, 8, 10), (2, 16, 16, 1), (2, 8, 16, 1)])
+def test_masks_of_another_size_than_the_images_are_refused(mask_shape):
+    layer = gpuaug.RandomTransform(rotation_range=10)
+    with pytest.raises(ValueError, match=r"segmentation_masks. of shape \(2, .*images, of shape \(2, 16, 8, 3\)"):
+        layer({"images": np.zeros((2, 16, 8, 3), "float32"),
+               "segmentation_masks": np.zeros(mask_shape, "int32")}, training=True)
+
+
+def test_int64_labels_on_jax_without_x64_are_exact_or_refused():
+    result = run_python("""
+import numpy as np, keras, gpuaug
+layer = gpuaug.RandomTransform(rotation_range=10, seed=0)
+images = np.zeros((2, 4, 4, 1), "float32")
+small = np.full((2, 4, 4), 2**31 - 1, "int64")
+out = layer({"images": images, "segmentation_masks": small}, training=True)["segmentation_masks"]
+assert str(out.dtype) == "int32" and int(np.asarray(out).min()) == 2**31 - 1, out
+try:
+    layer({"images": images, "segmentation_masks": np.full((2, 4, 4), 2**40 + 3, "int64")}, training=True)
+except ValueError as error:
+    print("refused:", error)
+inputs = keras.Input((4, 4, 1))
+trainer = gpuaug.TrainWithTargets(keras.Model(inputs, keras.layers.Conv2D(2, 1)(inputs)), layer)
+trainer.compile(loss="sparse_categorical_crossentropy")
+try:
+    trainer.fit({"images": images, "segmentation_masks": np.full((2, 4, 4), 2**40 + 1, "int64")}, verbose=0)
+except ValueError as error:
+    print("fit refused:", error)
+""", backend="jax")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "refused: `segmentation_masks` of dtype int64" in result.stdout and "jax_enable_x64" in result.stdout
+    assert "fit refused: `segmentation_masks`" in result.stdout, result.stdout
 
 
 def test_train_with_targets_config_round_trip():

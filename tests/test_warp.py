@@ -27,7 +27,7 @@ def test_index_mode_decision(batch, height, width, mode):
 
 
 def test_without_int64_each_image_is_indexed_on_its_own(monkeypatch):
-    monkeypatch.setattr(warp, "_x64_available", lambda: False)  # JAX without jax_enable_x64
+    monkeypatch.setattr(warp, "x64_available", lambda: False)  # JAX without jax_enable_x64
     assert warp.choose_index_mode(8193, 512, 512) == "per_image"
     assert warp.choose_index_mode(8192, 512, 512) == "int32"
 
@@ -59,16 +59,34 @@ def test_large_static_shape_gathers_with_int64():
 
 @pytest.mark.parametrize("order", [0, 1])
 @pytest.mark.parametrize("fill_mode", ["constant", "nearest", "reflect", "wrap"])
-def test_every_index_mode_gives_the_same_pixels(order, fill_mode):
+@pytest.mark.parametrize("shape", [(5, 9, 7, 2), (1, 1, 1, 1), (3, 1, 13, 1), (2, 16, 3, 4), (7, 6, 6, 3)])
+def test_every_index_mode_gives_the_same_pixels(order, fill_mode, shape):
     rng = np.random.default_rng(0)
-    images = rng.uniform(0, 255, (5, 9, 7, 2)).astype("float32")
+    images = rng.uniform(0, 255, shape).astype("float32")
     layer = gpuaug.RandomTransform(**LAYER, seed=1)
-    matrices = gpuaug.transform_matrices(layer.get_random_transformation(images), 9, 7)
+    matrices = gpuaug.transform_matrices(layer.get_random_transformation(images), shape[1], shape[2])
     results = {mode: np.asarray(warp.warp_images(images, matrices, fill_mode, 10.0, order, index_mode=mode))
                for mode in warp.INDEX_MODES}
     np.testing.assert_array_equal(results["int64"], results["int32"])
     np.testing.assert_array_equal(results["per_image"], results["int32"])
-    assert not np.array_equal(results["int32"], images)
+    if shape[1] * shape[2] > 1:
+        assert not np.array_equal(results["int32"], images)
+    # Masks (order 0 in their own dtype) too.
+    masks = rng.integers(0, 2**20, shape).astype("int32")
+    kept = {mode: np.asarray(warp.warp_images(masks, matrices, fill_mode, 7, 0, index_mode=mode, keep_dtype=True))
+            for mode in warp.INDEX_MODES}
+    np.testing.assert_array_equal(kept["int64"], kept["int32"])
+    np.testing.assert_array_equal(kept["per_image"], kept["int32"])
+
+
+def test_per_image_indices_refuse_one_image_past_2_31_pixels():
+    """Without int64 (JAX without x64) an image of more than 2**31 pixels
+    cannot be indexed: a clear error, not an overflow (traced, not allocated)."""
+    matrices = np.eye(3, dtype="float32")[None]
+    warp_per_image = tf.function(lambda x: warp.warp_images(x, matrices, index_mode="per_image"))
+    with pytest.raises(ValueError, match=r"46341 x 46341 = 2,147,488,281 pixels.*jax_enable_x64"):
+        warp_per_image.get_concrete_function(tf.TensorSpec((1, 46341, 46341, 1), tf.float32))
+    warp_per_image.get_concrete_function(tf.TensorSpec((1, 64, 64, 1), tf.float32))  # fits
 
 
 def test_a_dynamic_batch_warps_like_a_static_one():
