@@ -208,20 +208,25 @@ def prepare_export(export_dir):
     except OSError as error:
         raise UsageError(f"--export {export_dir}: {error.strerror or error}") from None
     if outcome == "installed":
-        print(f"--export {export_dir}: finished installing the export of an interrupted run", flush=True)
+        print(f"--export {export_dir}: installed the export an interrupted run had completed", flush=True)
     elif outcome == "discarded":
         print(f"--export {export_dir}: removed the unfinished export of an interrupted run", flush=True)
 
 
 def export_model(model, export_dir):
     """Writes model.keras and an inference SavedModel into `export_dir`
-    (see models/export.py: only those two entries are replaced)."""
+    (see models/export.py: only those two entries are replaced, both at
+    once); says in one line when no SavedModel could be written. Returns
+    the folder's absolute path."""
     from models import export
 
     try:
-        return export.export_model(model, export_dir)
+        folder, problem = export.export_model(model, export_dir)
     except export.ExportError as error:
         raise UsageError(str(error)) from None
+    if problem:
+        print(f"--export {folder}: saved_model not written ({problem}); model.keras is", flush=True)
+    return folder
 
 
 def write_json_atomically(path, data):
@@ -336,6 +341,8 @@ def run(args):
                        (args.metrics_json, "--metrics-json")):
         if path:
             check_writable(path, flag)
+    if args.metrics_json:  # its folder, so that the first epoch's write cannot fail on it
+        pathlib.Path(args.metrics_json).absolute().parent.mkdir(parents=True, exist_ok=True)
 
     import gpuaug
     from models import inputs
@@ -419,9 +426,9 @@ def run(args):
         if jax_multihost:  # every process saves (collectives), the chief into DIR
             callbacks.append(jax_cluster.checkpoint_callback(args.checkpoint_dir, chief))
         elif not tf_multiworker:  # the multi-worker loop checkpoints itself
-            callbacks.append(keras.callbacks.BackupAndRestore(
-                args.checkpoint_dir, delete_checkpoint=False, double_checkpoint=True
-            ))
+            from models.checkpoints import epoch_checkpoint
+
+            callbacks.append(epoch_checkpoint(args.checkpoint_dir))
     callbacks.append(report)
 
     print(f"training on {train_images} images ({args.augment} augmentation, batch {global_batch}, "

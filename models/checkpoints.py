@@ -1,18 +1,25 @@
-"""Resuming train.py from its checkpoint folder.
+"""train.py's checkpoints: written after every epoch, restored on a rerun.
 
-The folder holds Keras' `BackupAndRestore` files. With `double_checkpoint=True`
-there are two training states: `latest.weights.h5` + `training_metadata.json`
-(after the last finished epoch) and the same names ending in `.bkp` (the
-state before it, copied there just before the latest is written). A crash
-while writing damages at most the latest state, and the backup is then whole.
+The folder holds two training states in `keras.callbacks.BackupAndRestore`'s
+file names (its `double_checkpoint` layout): `latest.weights.h5` +
+`training_metadata.json` (after the last finished epoch) and the same names
+ending in `.bkp` (the state before it, copied there just before the latest is
+written). Every file is replaced atomically (written aside, then renamed).
 
-`restore` loads the newest usable state into the model (weights and optimizer
-state) before training. If the latest state cannot be loaded, it resumes from
-the backup, keeps the damaged files as `*.damaged` and puts a copy of the
-backup in their place, so that `BackupAndRestore` continues from it. It refuses
-(one line, every file left as it is) only when neither state can be loaded.
+A state is two files, so a kill can fall between them: the weights of epoch
+N + 1 beside the metadata of epoch N. The metadata therefore records what the
+weights must hold: the optimizer's step count (`iterations`) and the model's
+fingerprint (its name and weight shapes). `restore` loads a state only when
+the weights agree with its metadata; otherwise it takes the backup (and says
+so), and it refuses, in one line, only when neither state is whole. A
+checkpoint of another model (another `--model` or `--image-size`) is refused
+as such, every file left as it is.
+
+One writer serves every topology (one device, mirrored, TF multi-worker,
+multi-host JAX): `EpochCheckpoint` after each epoch, or `write` directly.
 """
 
+import hashlib
 import json
 import os
 import pathlib
@@ -33,19 +40,48 @@ class _Unusable(Exception):
     """One training state cannot be loaded; the message says why."""
 
 
-def _finished_epochs(metadata):
-    value = json.loads(metadata.read_text())["epoch"]
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"epoch {value!r}")
-    return value
+class _OtherModel(Exception):
+    """The checkpoint belongs to another model; the message says which."""
 
 
-def _load(model, weights, metadata):
-    """Loads one state into `model`; returns its finished epochs or raises."""
+def fingerprint(model):
+    """What identifies a model's weights: its name, its number of parameters
+    and a hash of the shapes of all its weights, in order."""
+    shapes = [list(weight.shape) for weight in model.weights]
+    digest = hashlib.sha256(json.dumps(shapes).encode()).hexdigest()[:16]
+    return {"name": model.name, "parameters": int(model.count_params()), "shapes": digest}
+
+
+def _describe(print_):
+    return f"{print_['name']}, {print_['parameters']:,} parameters"
+
+
+def _iterations(model):
+    optimizer = getattr(model, "optimizer", None)
+    return None if optimizer is None else int(optimizer.iterations)
+
+
+def _read_metadata(path):
+    metadata = json.loads(path.read_text())
+    epochs = metadata["epoch"]
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+        raise ValueError(f"epoch {epochs!r}")
+    return metadata
+
+
+def _load(model, weights, metadata_path):
+    """Loads one state into `model`; returns its finished epochs or raises
+    `_Unusable` (damaged, or weights and metadata from different epochs) or
+    `_OtherModel`."""
     try:
-        epochs = _finished_epochs(metadata)
+        metadata = _read_metadata(metadata_path)
     except (OSError, ValueError, KeyError, TypeError) as error:
-        raise _Unusable(f"{metadata.name} is unreadable ({type(error).__name__})") from None
+        raise _Unusable(f"{metadata_path.name} is unreadable ({type(error).__name__})") from None
+    saved = metadata.get("model")
+    if saved is not None and saved != fingerprint(model):
+        raise _OtherModel(f"it holds a checkpoint of another model ({_describe(saved)}; this run builds "
+                          f"{_describe(fingerprint(model))}): use the same --model and --image-size as the run "
+                          "that wrote it, or another directory")
     if not weights.exists():
         raise _Unusable(f"{weights.name} is missing")
     try:
@@ -58,9 +94,22 @@ def _load(model, weights, metadata):
                 copy = pathlib.Path(scratch) / "backup.weights.h5"
                 shutil.copyfile(weights, copy)
                 model.load_weights(copy)
-    except Exception as error:  # noqa: BLE001 - h5py, OSError, ValueError: all mean unusable
+    except ValueError as error:
+        # Keras' words when the file's weights do not fit the model's (a
+        # checkpoint written before fingerprints were recorded).
+        if any(words in str(error) for words in ("could not be loaded", "shape", "mismatch")):
+            raise _OtherModel("its weights do not fit this model (written by another --model or "
+                              "--image-size?): use the same flags as the run that wrote it, or another "
+                              "directory") from None
         raise _Unusable(f"cannot load {weights.name} ({type(error).__name__})") from None
-    return epochs
+    except Exception as error:  # noqa: BLE001 - h5py, OSError: all mean unusable
+        raise _Unusable(f"cannot load {weights.name} ({type(error).__name__})") from None
+    expected = metadata.get("iterations")
+    loaded = _iterations(model)
+    if expected is not None and loaded is not None and loaded != expected:
+        raise _Unusable(f"{weights.name} is from step {loaded:,} but {metadata_path.name} from step "
+                        f"{expected:,} (a kill between the two writes)")
+    return metadata["epoch"]
 
 
 def _replace_with_copy(source, destination):
@@ -69,10 +118,10 @@ def _replace_with_copy(source, destination):
     os.replace(partial, destination)
 
 
-def write(model, folder, epochs_done, backup=False):
-    """Writes a training state in `BackupAndRestore`'s files, each replaced
-    atomically (weights saved to a partial file first). With `backup` (its
-    `double_checkpoint`), the previous state is copied to `*.bkp` first."""
+def write(model, folder, epochs_done, backup=True):
+    """Writes `model`'s training state after `epochs_done` epochs: the
+    weights (optimizer state included) and their metadata, each replaced
+    atomically. With `backup`, the previous state is copied to `*.bkp` first."""
     folder = pathlib.Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     partial = folder / "partial.weights.h5"
@@ -83,7 +132,8 @@ def write(model, folder, epochs_done, backup=False):
                 _replace_with_copy(folder / name, folder / (name + BACKUP))
     os.replace(partial, folder / WEIGHTS)
     metadata = folder / (METADATA + ".partial")
-    metadata.write_text(json.dumps({"epoch": epochs_done}))
+    metadata.write_text(json.dumps({"epoch": epochs_done, "iterations": _iterations(model),
+                                    "model": fingerprint(model)}))
     os.replace(metadata, folder / METADATA)
 
 
@@ -93,9 +143,9 @@ def restore(model, folder, repair=True):
     Args:
         model: a built, compiled Keras model.
         folder: the `--checkpoint-dir`.
-        repair: when resuming from the backup, keep the damaged latest files
+        repair: when resuming from the backup, keep the unusable latest files
             as `*.damaged` and copy the backup over them (False on the
-            non-chief workers of a multi-worker run, which write nothing).
+            processes of a multi-process run that write nothing).
 
     Returns:
         (finished_epochs, message): 0 and None when the folder holds no
@@ -103,7 +153,8 @@ def restore(model, folder, repair=True):
         line saying where it came from.
 
     Raises:
-        CheckpointError: there is a checkpoint but neither state loads.
+        CheckpointError: there is a checkpoint but neither state loads, or it
+            belongs to another model.
     """
     folder = pathlib.Path(folder)
     latest = (folder / WEIGHTS, folder / METADATA)
@@ -115,6 +166,8 @@ def restore(model, folder, repair=True):
         return epochs, f"resuming from {folder}: {epochs} epoch(s) already done"
     except _Unusable as error:
         latest_problem = str(error)
+    except _OtherModel as error:
+        raise CheckpointError(f"--checkpoint-dir {folder}: {error}") from None
     try:
         if not any(path.exists() for path in backup):
             raise _Unusable("no backup (.bkp)")
@@ -124,6 +177,8 @@ def restore(model, folder, repair=True):
             f"--checkpoint-dir {folder}: unreadable checkpoint: {latest_problem}, and {error}; "
             "the files are left untouched: move them away or use another directory"
         ) from None
+    except _OtherModel as error:
+        raise CheckpointError(f"--checkpoint-dir {folder}: {error}") from None
     kept = ""
     if repair:
         for damaged, good in zip(latest, backup):
@@ -135,3 +190,19 @@ def restore(model, folder, repair=True):
         f"resuming from the backup checkpoint in {folder} ({latest_problem}{kept}): "
         f"{epochs} epoch(s) already done"
     )
+
+
+def epoch_checkpoint(folder, save=None):
+    """A Keras callback that writes the checkpoint after every epoch (before
+    later callbacks report the epoch). `save(model, folder, epochs_done)`
+    replaces `write` (the JAX cluster's processes: every one takes part in the
+    save, only the chief writes)."""
+    import keras
+
+    save = save or write
+
+    class EpochCheckpoint(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            save(self.model, folder, epoch + 1)
+
+    return EpochCheckpoint()

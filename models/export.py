@@ -1,74 +1,84 @@
-"""Writing train.py's export into a user's folder without losing anything.
+"""Writing train.py's export into a user's folder: whole, never mixed, nothing else touched.
 
-An export is two entries of the folder DIR: `model.keras` (a file) and
-`saved_model/` (an inference SavedModel, TensorFlow backend only). Those two
-are the only entries ever replaced; anything else in DIR stays as it is. An
-entry with one of those names that is not an export (a folder named
-`model.keras`, a `saved_model` file or a folder without `saved_model.pb`) is
-refused, never deleted.
+An export is two entries of the folder DIR, `model.keras` (the Keras file)
+and `saved_model/` (an inference-only TensorFlow SavedModel). Both are
+symbolic links into one version folder, switched by a single link:
 
-The replacement is a small journal in hidden folders of DIR:
+    DIR/model.keras  -> .gpuaug-export/current/model.keras
+    DIR/saved_model  -> .gpuaug-export/current/saved_model
+    DIR/.gpuaug-export/current -> v7        (the one thing an export switches)
+    DIR/.gpuaug-export/v7/{model.keras, saved_model/}
+    DIR/.gpuaug-export/v6/...               (the previous export, kept)
 
-1. the new export is written into `DIR/.gpuaug-export-staging` (DIR itself is
-   not touched; a kill leaves only that folder, which the next run removes);
-2. a list of the entries written goes into it, and it is renamed
-   `DIR/.gpuaug-export-ready`: from this atomic step on, the new export is
-   complete and will be installed;
-3. each entry is installed: `model.keras` by one atomic `os.replace`;
-   `saved_model` by moving the old folder into `DIR/.gpuaug-export-old`, then
-   the new one in (a folder cannot be replaced atomically: between those two
-   renames `DIR/saved_model` is briefly absent, the old one is in `.old`);
-   an entry of the previous export that the new one lacks (`saved_model`
-   after a JAX run) is moved aside too, so no new model pairs with an old one;
-4. `.gpuaug-export-old` (the previous export) and the empty `ready` folder are
-   removed.
+A new export is written into `.gpuaug-export/vN.partial`, renamed `vN` once
+complete, and installed by replacing the `current` link in one atomic rename.
+So at every instant a reader of DIR (a serving job, a copy, `load_model`)
+resolves both entries into the same version: the whole previous export or the
+whole new one, never a new `model.keras` beside an old `saved_model`. The
+previous version stays on disk until the next export, so a reader that
+resolved it just before the switch can finish reading it. A kill at any
+instant leaves the previous export installed (or the new one, once
+switched); the next export or `python -m models.export DIR` removes what a
+killed run left half-written. An export without a SavedModel (TensorFlow not
+installed) has a dangling `saved_model` link: absent to every reader.
 
-`recover` rolls an interrupted replacement forward (a `ready` folder means the
-new export is complete: steps 3 and 4 are finished) or discards an unfinished
-staging folder. It runs before every export and when train.py starts, so after
-a kill at any instant the next run ends with either the previous export or the
-new one, whole, and the user's other files untouched. Exports into one DIR are
-serialized by an advisory lock on DIR (where the platform has `fcntl`).
+Anything else in DIR is never touched. An entry named `model.keras` or
+`saved_model` that is not an export (a folder named `model.keras`, a
+`saved_model` without `saved_model.pb`, a link elsewhere) is refused, never
+deleted. A folder holding an export of an earlier gpuaug (two plain entries)
+is adopted on its first export: `model.keras` is replaced by its link in one
+rename, and `saved_model/` moves into the version folder and its link takes
+its place: between those two renames (once per folder, ever) a reader can
+find no `saved_model`.
 """
 
 import contextlib
 import os
 import pathlib
+import re
 import shutil
 
 MODEL_FILE = "model.keras"
 SAVED_MODEL = "saved_model"
 ENTRIES = (MODEL_FILE, SAVED_MODEL)
-STAGING = ".gpuaug-export-staging"
-READY = ".gpuaug-export-ready"
-OLD = ".gpuaug-export-old"
-MANIFEST = "entries"  # in READY: the names the new export has
+STORE = ".gpuaug-export"
+CURRENT = "current"
+PARTIAL = ".partial"
+# The folders an earlier gpuaug's journal used, handled when found.
+LEGACY_STAGING, LEGACY_READY, LEGACY_OLD = ".gpuaug-export-staging", ".gpuaug-export-ready", ".gpuaug-export-old"
+VERSION = re.compile(r"v(\d+)")
 
 
 class ExportError(Exception):
     """The export cannot be written; the message is one line."""
 
 
-def _is_export_entry(path):
-    """True if `path` is absent or is what an export writes under its name."""
-    if not os.path.lexists(path):
-        return True
+def _link_target(name):
+    return os.path.join(STORE, CURRENT, name)
+
+
+def _is_our_link(path):
+    return path.is_symlink() and os.readlink(path) == _link_target(path.name)
+
+
+def _is_legacy_entry(path):
+    """A plain entry an earlier gpuaug's export wrote."""
+    if path.is_symlink():
+        return False
     if path.name == MODEL_FILE:
-        return path.is_file() and not path.is_symlink()
-    return path.is_dir() and not path.is_symlink() and (
-        (path / "saved_model.pb").is_file() or not any(path.iterdir())
-    )
+        return path.is_file()
+    return path.is_dir() and ((path / "saved_model.pb").is_file() or not any(path.iterdir()))
 
 
 def check_target(export_dir):
     """Raises `ExportError` if exporting into `export_dir` would have to
-    replace something that is not an earlier export. Writes nothing."""
+    replace something that is not an export. Writes nothing."""
     target = pathlib.Path(export_dir).absolute()
     if target.exists() and not target.is_dir():
         raise ExportError(f"--export {target} exists and is not a directory")
     for name in ENTRIES:
         entry = target / name
-        if not _is_export_entry(entry):
+        if os.path.lexists(entry) and not (_is_our_link(entry) or _is_legacy_entry(entry)):
             raise ExportError(
                 f"--export {target}: {name} there is not a gpuaug export "
                 f"(expected {'a .keras file' if name == MODEL_FILE else 'a SavedModel folder'}); "
@@ -76,8 +86,9 @@ def check_target(export_dir):
             )
 
 
-def _fsync_dir(path):
-    """Makes the renames in `path` durable where the platform allows it."""
+def _fsync(path):
+    """Makes a file's content or a folder's renames durable where the
+    platform allows it."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -88,6 +99,13 @@ def _fsync_dir(path):
         pass
     finally:
         os.close(fd)
+
+
+def _fsync_tree(folder):
+    for root, _, files in os.walk(folder):
+        for name in files:
+            _fsync(os.path.join(root, name))
+        _fsync(root)
 
 
 @contextlib.contextmanager
@@ -109,42 +127,139 @@ def _locked(folder):
         os.close(fd)
 
 
-def _install(target):
-    """Steps 3 and 4 from `target/READY` (which must exist). Idempotent: a
-    kill at any point of it is finished by running it again."""
-    ready, old = target / READY, target / OLD
-    manifest = ready / MANIFEST
-    if manifest.exists():  # absent: everything was installed already
-        written = set(manifest.read_text().split())
-        for name in ENTRIES:
-            new, current = ready / name, target / name
-            if os.path.lexists(new) and name == MODEL_FILE:
-                os.replace(new, current)
-            elif os.path.lexists(new) or (name not in written and os.path.lexists(current)):
-                # Replaced, or left over from an earlier export that had it
-                # (a TensorFlow saved_model after a JAX run): moved aside.
-                if os.path.lexists(current):
-                    if os.path.lexists(old / name):  # from an older interrupted run
-                        shutil.rmtree(old / name)
-                    old.mkdir(exist_ok=True)
-                    os.rename(current, old / name)
-                if os.path.lexists(new):
-                    os.rename(new, current)
-        _fsync_dir(target)
-    if os.path.lexists(old):
-        shutil.rmtree(old)
-    if manifest.exists():
-        manifest.unlink()
-    os.rmdir(ready)
-    _fsync_dir(target)
+def _versions(store):
+    """The complete version folders of `store`, oldest first."""
+    found = []
+    for path in store.iterdir() if store.is_dir() else ():
+        match = VERSION.fullmatch(path.name)
+        if match and path.is_dir() and not path.is_symlink():
+            found.append((int(match.group(1)), path))
+    return [path for _, path in sorted(found)]
+
+
+def _current(store):
+    """The version folder `current` points to, or None."""
+    link = store / CURRENT
+    return store / os.readlink(link) if link.is_symlink() else None
+
+
+def _symlink_atomically(destination, pointing_to, before_replace=None):
+    """Makes `destination` a link to `pointing_to`, replacing whatever file or
+    link is there in one rename (`before_replace()` runs just before it)."""
+    temporary = destination.with_name(destination.name + ".link" + PARTIAL)
+    if os.path.lexists(temporary):
+        os.unlink(temporary)
+    os.symlink(pointing_to, temporary)
+    if before_replace is not None:
+        before_replace()
+    os.replace(temporary, destination)
+
+
+def _new_version(store):
+    versions = _versions(store)
+    number = int(VERSION.fullmatch(versions[-1].name).group(1)) + 1 if versions else 1
+    return store / f"v{number}"
+
+
+def _adopt_legacy(target, store):
+    """Gives a folder an export of an earlier gpuaug (plain entries, or its
+    journal's ready folder) a `current` version holding that export."""
+    ready = target / LEGACY_READY
+    if ready.is_dir():  # a complete export that an earlier gpuaug's run had not installed
+        (ready / "entries").unlink(missing_ok=True)
+        version = _new_version(store)
+        os.rename(ready, version)
+    elif any(_is_legacy_entry(target / name) for name in ENTRIES):
+        version = _new_version(store)
+        partial = version.with_name(version.name + PARTIAL)
+        partial.mkdir()
+        if _is_legacy_entry(target / MODEL_FILE):  # a copy: the plain file stays readable until its link replaces it
+            shutil.copy2(target / MODEL_FILE, partial / MODEL_FILE)
+            _fsync(partial / MODEL_FILE)
+        os.rename(partial, version)
+    else:
+        return
+    _symlink_atomically(store / CURRENT, version.name)
+
+
+def _link_entries(target, store):
+    """Makes each entry of `target` its link into `current` (idempotent): a
+    plain entry of an earlier gpuaug is replaced, its content kept in the
+    current version."""
+    current = _current(store)
+    for name in ENTRIES:
+        entry = target / name
+        if _is_our_link(entry):
+            continue
+        move_aside = None
+        if entry.is_dir() and not entry.is_symlink():  # a legacy saved_model: into the version
+            if current is None:
+                raise ExportError(f"{entry} is an earlier export's, but {target / STORE} has no current version")
+            destination = current / name if not os.path.lexists(current / name) else store / ("legacy" + PARTIAL)
+            move_aside = lambda: os.rename(entry, destination)  # noqa: E731 - the gap: just before the link
+        _symlink_atomically(entry, _link_target(name), move_aside)  # a legacy model.keras: one rename
+        if move_aside is not None and destination.parent == store:
+            shutil.rmtree(destination)
+
+
+def _clean(target, store):
+    """Removes what killed runs left half-written (partial versions and
+    links, an earlier gpuaug's staging and old folders). Returns True if
+    anything was removed."""
+    removed = False
+    for name in (LEGACY_STAGING, LEGACY_OLD):
+        if os.path.lexists(target / name):
+            shutil.rmtree(target / name)
+            removed = True
+    for path in list(store.iterdir()) if store.is_dir() else ():
+        if path.name.endswith(PARTIAL):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            removed = True
+    return removed
+
+
+def _prune(store):
+    """Removes every version but the current one and the one before it (kept
+    for readers that resolved it just before the last switch)."""
+    versions = _versions(store)
+    current = _current(store)
+    if current not in versions:
+        return
+    older = [path for path in versions if path != current and versions.index(path) < versions.index(current)]
+    for path in older[:-1]:
+        shutil.rmtree(path)
+
+
+def _recover_locked(target):
+    store = target / STORE
+    outcome = None
+    if os.path.lexists(target / LEGACY_READY):
+        store.mkdir(exist_ok=True)
+        _adopt_legacy(target, store)
+        outcome = "installed"
+    if _clean(target, store):
+        outcome = outcome or "discarded"
+    versions = _versions(store)
+    if versions and _current(store) != versions[-1]:
+        # Complete (renamed from .partial) but killed before the switch: install it.
+        _symlink_atomically(store / CURRENT, versions[-1].name)
+        outcome = "installed"
+    if _current(store) is not None:
+        _link_entries(target, store)
+        _prune(store)
+    return outcome
 
 
 def recover(export_dir):
-    """Finishes or discards an export interrupted in `export_dir`.
+    """Tidies `export_dir` after an interrupted export: removes what a killed
+    run left half-written, installs a complete export an earlier gpuaug's
+    journal left ready, and restores a link the adoption of an earlier
+    export was killed before writing.
 
-    Returns "installed" (a complete new export was installed), "discarded"
-    (an unfinished one was removed; the previous export is unchanged) or None
-    (nothing to do)."""
+    Returns "installed", "discarded" or None (nothing to do)."""
     target = pathlib.Path(export_dir).absolute()
     if not target.is_dir():
         return None
@@ -152,64 +267,101 @@ def recover(export_dir):
         return _recover_locked(target)
 
 
-def _recover_locked(target):
-    outcome = None
-    if os.path.lexists(target / READY):
-        _install(target)
-        outcome = "installed"
-    if os.path.lexists(target / OLD):  # the install had finished but for this
-        shutil.rmtree(target / OLD)
-    if os.path.lexists(target / STAGING):
-        shutil.rmtree(target / STAGING)
-        outcome = outcome or "discarded"
-    return outcome
-
-
 def publish(export_dir, write):
-    """Writes a new export with `write(staging_folder)` and installs it.
+    """Writes a new export with `write(folder)` and installs it.
 
     `write` creates the export's entries (`model.keras`, optionally
-    `saved_model`) in the folder it is given. An entry of an earlier export
-    that the new one does not write (`saved_model` after a JAX run) is removed
-    with it, so DIR never pairs a new model with an old one. Raises
-    `ExportError` (one line) on a file-system failure; the previous export is
-    then unchanged."""
+    `saved_model`) in the folder it is given. Raises `ExportError` (one line)
+    on a file-system failure; the previous export is then still installed."""
     target = pathlib.Path(export_dir).absolute()
     check_target(target)
-    installing = False
     try:
         target.mkdir(parents=True, exist_ok=True)
         with _locked(target):
             _recover_locked(target)
-            staging = target / STAGING
-            staging.mkdir()
+            store = target / STORE
+            store.mkdir(exist_ok=True)
+            _adopt_legacy(target, store)
+            # The links first (dangling before a first export, which makes both
+            # appear at once with the switch), then the version, then the switch.
+            _link_entries(target, store)
+            version = _new_version(store)
+            partial = version.with_name(version.name + PARTIAL)
+            partial.mkdir()
             try:
-                write(staging)
-                written = [name for name in ENTRIES if os.path.lexists(staging / name)]
-                (staging / MANIFEST).write_text("\n".join(written) + "\n")
-                _fsync_dir(staging)
-                os.rename(staging, target / READY)
+                write(partial)
+                _fsync_tree(partial)
+                os.rename(partial, version)
             except BaseException:
-                shutil.rmtree(staging, ignore_errors=True)
+                shutil.rmtree(partial, ignore_errors=True)
                 raise
-            installing = True
-            _install(target)
+            _fsync(store)
+            _symlink_atomically(store / CURRENT, version.name)  # the switch: one rename
+            _fsync(store)
+            _prune(store)
     except OSError as error:
-        outcome = (f"the new export is complete in {READY} and the next run installs it" if installing
-                   else "the previous export (if any) is unchanged")
-        raise ExportError(f"--export {target}: {error.strerror or error}; {outcome}") from None
+        raise ExportError(f"--export {target}: {error.strerror or error}; the previous export (if any) is "
+                          "still installed") from None
     return target
 
 
-def export_model(model, export_dir):
-    """Writes `model.keras` and (TensorFlow backend) an inference-only
-    `saved_model` into `export_dir`, as described in this module's docstring.
-    Returns the absolute path of `export_dir`."""
+def saved_model_problem():
+    """Why this process cannot write a TensorFlow SavedModel, or None:
+    Keras exports one from the TensorFlow and JAX backends (JAX through
+    jax2tf), and needs TensorFlow installed for both."""
+    import importlib.util
+
     import keras
 
-    def write(staging):
-        model.save(staging / MODEL_FILE)
-        if keras.backend.backend() == "tensorflow":
-            model.export(str(staging / SAVED_MODEL), format="tf_saved_model", verbose=False)
+    backend = keras.backend.backend()
+    if backend not in ("tensorflow", "jax"):
+        return f"Keras exports a SavedModel from the TensorFlow and JAX backends, not from {backend}"
+    if importlib.util.find_spec("tensorflow") is None:
+        return "TensorFlow is not installed (pip install tensorflow)"
+    return None
 
-    return publish(export_dir, write)
+
+def export_model(model, export_dir):
+    """Writes `model.keras` and an inference-only `saved_model` into
+    `export_dir` (see this module's docstring). Returns (the absolute path of
+    `export_dir`, None or the one-line reason no SavedModel was written)."""
+    problem = saved_model_problem()
+
+    def write(folder):
+        nonlocal problem
+        model.save(folder / MODEL_FILE)
+        if problem is None:
+            try:
+                model.export(str(folder / SAVED_MODEL), format="tf_saved_model", verbose=False)
+            except OSError:
+                raise
+            except Exception as error:  # noqa: BLE001 - jax2tf or TensorFlow refusing this model
+                shutil.rmtree(folder / SAVED_MODEL, ignore_errors=True)
+                problem = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+
+    return publish(export_dir, write), problem
+
+
+def main(argv=None):
+    """`python -m models.export DIR`: tidies DIR after an interrupted export,
+    without training (see `recover`)."""
+    import sys
+
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m models.export DIR", file=sys.stderr)
+        return 2
+    try:
+        check_target(argv[0])
+        outcome = recover(argv[0])
+    except (ExportError, OSError) as error:
+        print(f"models.export: error: {getattr(error, 'strerror', None) or error}", file=sys.stderr)
+        return 2
+    print({"installed": f"{argv[0]}: installed the export an interrupted run had completed",
+           "discarded": f"{argv[0]}: removed the unfinished export of an interrupted run"}.get(
+               outcome, f"{argv[0]}: nothing to do"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -74,12 +74,12 @@ def save_on_every_process(save, chief):
 
 
 def write_checkpoint(model, folder, epochs_done, chief):
-    """`checkpoints.write` with a backup (double checkpoint) on the chief;
-    the other processes save the weights into scratch (see above)."""
+    """`checkpoints.write` on the chief; the other processes save the
+    weights into scratch (see above)."""
 
     def save(scratch):
         if scratch is None:
-            checkpoints.write(model, folder, epochs_done, backup=True)
+            checkpoints.write(model, folder, epochs_done)
         else:
             model.save_weights(scratch / "partial.weights.h5")
 
@@ -89,10 +89,5 @@ def write_checkpoint(model, folder, epochs_done, chief):
 def checkpoint_callback(folder, chief):
     """A Keras callback writing the checkpoint after every epoch (resuming
     is train.py's `restore_checkpoint`, run by every process)."""
-    import keras
-
-    class ClusterCheckpoint(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            write_checkpoint(self.model, folder, epoch + 1, chief)
-
-    return ClusterCheckpoint()
+    return checkpoints.epoch_checkpoint(
+        folder, save=lambda model, folder, epochs_done: write_checkpoint(model, folder, epochs_done, chief))

@@ -9,10 +9,9 @@ over the global batch; Keras' optimizer all-reduces the gradients. Arrays are
 sharded by data (tf.distribute's auto-sharding); a stream (an image folder)
 is read by every worker in the same seeded order, each keeping its share,
 the same number of images on every worker so that all run the same steps.
-Checkpoints
-use `BackupAndRestore`'s files (`latest.weights.h5`, `training_metadata.json`),
-each replaced atomically by the chief and read by every worker (train.py
-restores them before training).
+The chief
+writes the checkpoint after every epoch (`models.checkpoints.write`, with its
+backup), and every worker reads it (train.py restores it before training).
 """
 
 from models import checkpoints

@@ -26,7 +26,7 @@ def killing(function):
 
 
 for module, name in ((os, "rename"), (os, "replace"), (os, "rmdir"), (os, "unlink"),
-                     (os, "mkdir"), (shutil, "rmtree")):
+                     (os, "mkdir"), (os, "symlink"), (shutil, "rmtree"), (shutil, "copy2")):
     setattr(module, name, killing(getattr(module, name)))
 
 

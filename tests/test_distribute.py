@@ -133,12 +133,15 @@ def test_train_multiworker_two_local_processes(tmp_path):
     assert record["test_loss"] > 0 and 0 <= record["test_accuracy"] <= 1
     assert f"test accuracy {record['test_accuracy']:.4f}" in epoch_line(chief)
     assert "exported to" in chief and "not the chief worker" in worker
-    assert sorted(p.name for p in export.iterdir()) == ["model.keras", "saved_model"]
-    assert json.loads((checkpoints / "training_metadata.json").read_text()) == {"epoch": 1}
+    assert sorted(p.name for p in export.iterdir()) == [".gpuaug-export", "model.keras", "saved_model"]
+    assert json.loads((checkpoints / "training_metadata.json").read_text())["epoch"] == 1
     # Resume: a second run to 2 epochs trains only epoch 2 on both workers.
     resumed = run_two_workers(tmp_path, "--epochs", "2", "--checkpoint-dir", str(checkpoints))
     for out in resumed:
         assert "1 epoch(s) already done" in out and "epoch 2:" in out and "epoch 1:" not in out
+    # The chief keeps the state before the last one too (the backup a damaged latest falls back to).
+    assert json.loads((checkpoints / "training_metadata.json.bkp").read_text())["epoch"] == 1
+    assert json.loads((checkpoints / "training_metadata.json").read_text())["epoch"] == 2
 
 
 def write_small_folder(root, seed):

@@ -1,13 +1,16 @@
-"""train.py's export never loses what is in its folder: only model.keras and
-saved_model/ are replaced, a kill at any instant ends (after the next run's
-recovery) with the whole previous export or the whole new one, and entries
-that are not an export are refused, never deleted."""
+"""train.py's export never loses what is in its folder and never shows a
+reader a mix: only model.keras and saved_model/ are replaced, both at once
+(one link switched), so a reader resolving them at any instant, even while a
+run is killed mid-export, finds the whole previous export or the whole new
+one; entries that are not an export are refused, never deleted."""
 
+import json
 import os
 import subprocess
 import sys
 
 import keras
+import numpy as np
 import pytest
 
 import gpuaug  # noqa: F401  (registers RandomTransform for load_model)
@@ -19,25 +22,39 @@ QUICK = ["--data-dir", str(CIFAR_DIR), "--limit", "64", "--epochs", "1", "--batc
          "--verbose", "0", "--model", "tiny"]
 
 
-def old_export(folder, with_saved_model=True):
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "model.keras").write_text("old model")
-    if with_saved_model:
-        (folder / "saved_model").mkdir()
-        (folder / "saved_model" / "saved_model.pb").write_text("old graph")
+def user_files(folder):
     (folder / "notes.txt").write_text("the user's notes")
     (folder / "data").mkdir()
     (folder / "data" / "keep.bin").write_bytes(b"\x00\x01")
 
 
-def contents(folder):
-    """Every file under `folder` (hidden ones included) with its text."""
-    return {str(p.relative_to(folder)): p.read_bytes().decode("latin-1")
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+def fake_writer(word, with_saved_model=True):
+    def write(staging):
+        (staging / "model.keras").write_text(f"{word} model")
+        if with_saved_model:
+            (staging / "saved_model").mkdir()
+            (staging / "saved_model" / "saved_model.pb").write_text(f"{word} graph")
+    return write
 
 
-def state(folder):
-    """("old"|"new"|None, "old"|"new"|None) of model.keras and saved_model."""
+def old_export(folder, kind):
+    """DIR with the user's files and an earlier export: "linked" (this
+    gpuaug's layout), "legacy" (an earlier gpuaug's plain entries),
+    "legacy-jax" (plain model.keras only) or "none"."""
+    folder.mkdir(parents=True, exist_ok=True)
+    user_files(folder)
+    if kind == "linked":
+        export.publish(folder, fake_writer("old"))
+    elif kind.startswith("legacy"):
+        (folder / "model.keras").write_text("old model")
+        if kind == "legacy":
+            (folder / "saved_model").mkdir()
+            (folder / "saved_model" / "saved_model.pb").write_text("old graph")
+
+
+def reader_view(folder):
+    """What a reader of DIR finds, following the links: the first word of
+    model.keras and of saved_model/saved_model.pb, None where absent."""
     model = folder / "model.keras"
     graph = folder / "saved_model" / "saved_model.pb"
     return (model.read_text().split()[0] if model.exists() else None,
@@ -55,53 +72,81 @@ def fault(folder, kill_at, entries):
         cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=60)
 
 
-@pytest.mark.parametrize("entries, old_has_saved_model", [
-    ("model.keras,saved_model", True),   # TensorFlow export over a TensorFlow export
-    ("model.keras,saved_model", False),  # over a JAX export
-    ("model.keras", True),               # JAX export over a TensorFlow export
+@pytest.mark.parametrize("entries, old_kind", [
+    ("model.keras,saved_model", "linked"),      # TensorFlow export over this gpuaug's export
+    ("model.keras,saved_model", "none"),        # the first export into a folder
+    ("model.keras,saved_model", "legacy"),      # over an earlier gpuaug's plain export
+    ("model.keras,saved_model", "legacy-jax"),  # over an earlier plain JAX export (no saved_model)
+    ("model.keras", "linked"),                  # an export without SavedModel over one with
 ])
-def test_a_kill_at_every_step_loses_nothing(tmp_path, entries, old_has_saved_model):
+def test_a_reader_sees_a_whole_export_at_every_step_of_a_killed_export(tmp_path, entries, old_kind):
     clean = tmp_path / "clean"
-    old_export(clean, old_has_saved_model)
+    old_export(clean, old_kind)
     result = fault(clean, 0, entries)
     assert result.returncode == 0, result.stderr
     steps = int(result.stdout)
     new = ("new", "new" if "saved_model" in entries else None)
-    old = ("old", "old" if old_has_saved_model else None)
-    assert state(clean) == new and steps >= 6
+    old = {"linked": ("old", "old"), "legacy": ("old", "old"), "legacy-jax": ("old", None),
+           "none": (None, None)}[old_kind]
+    assert reader_view(clean) == new and steps >= 3
     user_files_intact(clean)
-    assert sorted(p.name for p in clean.iterdir()) == sorted(
-        ["model.keras", "notes.txt", "data"] + (["saved_model"] if new[1] else []))
-
-    old_texts = {"old model"} | ({"old graph"} if old[1] else set())
-    new_texts = {"new model"} | ({"new graph"} if new[1] else set())
-    outcomes = set()
+    assert sorted(p.name for p in clean.iterdir()) == [".gpuaug-export", "data", "model.keras", "notes.txt",
+                                                       "saved_model"]
+    views, outcomes, gaps = set(), set(), 0
     for kill_at in range(1, steps + 1):
         folder = tmp_path / f"kill{kill_at}"
-        old_export(folder, old_has_saved_model)
+        old_export(folder, old_kind)
         result = fault(folder, kill_at, entries)
         assert result.returncode == -9, (kill_at, result.stderr)
         user_files_intact(folder)
-        # At the kill: the whole old or the whole new export is on disk (in
-        # place or in a hidden folder of the journal).
-        texts = set(contents(folder).values())
-        assert old_texts <= texts or new_texts <= texts, (kill_at, texts)
-        # The next run recovers: all old or all new, nothing left behind.
+        # What a reader sees at the kill: the whole old export or the whole new one,
+        # except, once per folder, the adoption of an earlier gpuaug's saved_model
+        # (moved into the version, then its link put in place: two renames).
+        view = reader_view(folder)
+        views.add(view)
+        if old_kind == "legacy" and view == ("old", None):
+            gaps += 1
+        else:
+            assert view in (old, new), (kill_at, view)
+        # The next run tidies up: all old or all new, nothing half-written left.
         export.recover(folder)
-        outcomes.add(state(folder))
-        assert state(folder) in (old, new), (kill_at, state(folder))
+        outcomes.add(reader_view(folder))
+        assert reader_view(folder) in (old, new), (kill_at, reader_view(folder))
         user_files_intact(folder)
-        assert not [p.name for p in folder.iterdir() if p.name.startswith(".gpuaug")], kill_at
-    assert outcomes == {old, new}  # the kills fell on both sides of the commit
+        store = folder / export.STORE
+        assert not [p for p in store.rglob("*") if p.name.endswith(".partial")], kill_at
+        assert len(export._versions(store)) <= 2
+        assert not [p.name for p in folder.iterdir() if p.name.startswith(".gpuaug") and p.name != export.STORE]
+    assert gaps <= 1
+    assert outcomes == {old, new}  # the kills fell on both sides of the switch
+
+
+def test_the_previous_export_stays_readable_after_the_switch(tmp_path):
+    folder = tmp_path / "export"
+    for word in ("first", "second", "third"):
+        export.publish(folder, fake_writer(word))
+    store = folder / export.STORE
+    assert reader_view(folder) == ("third", "third")
+    versions = export._versions(store)
+    assert [(v / "model.keras").read_text() for v in versions] == ["second model", "third model"]
+
+
+def contents(folder):
+    """Every entry under `folder` (hidden ones and links included) with its
+    bytes or link target."""
+    return {str(p.relative_to(folder)): (os.readlink(p) if p.is_symlink() else
+                                         p.read_bytes() if p.is_file() else "dir")
+            for p in sorted(folder.rglob("*"))}
 
 
 def test_export_keeps_other_files_and_replaces_only_its_own(tmp_path):
     folder = tmp_path / "export"
-    old_export(folder)
+    old_export(folder, "legacy")
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     train.export_model(model, folder)
     user_files_intact(folder)
-    assert sorted(p.name for p in folder.iterdir()) == ["data", "model.keras", "notes.txt", "saved_model"]
+    assert sorted(p.name for p in folder.iterdir()) == [".gpuaug-export", "data", "model.keras", "notes.txt",
+                                                        "saved_model"]
     assert (folder / "saved_model" / "saved_model.pb").stat().st_size > 1000  # a real SavedModel
     keras.models.load_model(folder / "model.keras")
 
@@ -110,6 +155,7 @@ def test_export_keeps_other_files_and_replaces_only_its_own(tmp_path):
     (lambda d: (d / "model.keras").mkdir(), "model.keras"),
     (lambda d: (d / "saved_model").write_text("a user's file"), "saved_model"),
     (lambda d: ((d / "saved_model").mkdir(), (d / "saved_model" / "mine.txt").write_text("x")), "saved_model"),
+    (lambda d: ((d / "mine.keras").write_text("x"), os.symlink("mine.keras", d / "model.keras")), "model.keras"),
 ])
 def test_entries_that_are_not_an_export_are_refused_before_training(tmp_path, make, name):
     folder = tmp_path / "export"
@@ -133,24 +179,77 @@ def test_export_dot_in_a_folder_with_other_files(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert (work / "notes.txt").read_text() == "keep me"
     assert (work / "src" / "main.py").read_text() == "print('hi')"
-    assert sorted(p.name for p in work.iterdir()) == ["model.keras", "notes.txt", "saved_model", "src"]
+    assert sorted(p.name for p in work.iterdir()) == [".gpuaug-export", "model.keras", "notes.txt", "saved_model",
+                                                      "src"]
 
 
-def test_the_next_run_finishes_an_interrupted_export(tmp_path):
-    """A run killed after its new export was complete (journal step 2) left
-    it in the ready folder: train.py's next run installs it before training
-    and says so, then writes its own."""
+def test_the_next_run_finishes_an_export_of_an_earlier_gpuaug(tmp_path):
+    """An earlier gpuaug's journal, killed after its new export was complete,
+    left it in its ready folder: train.py's next run installs it before
+    training and says so, then writes its own."""
     folder = tmp_path / "export"
-    old_export(folder)
-    ready = folder / export.READY
+    old_export(folder, "legacy")
+    ready = folder / export.LEGACY_READY
     (ready / "saved_model").mkdir(parents=True)
     (ready / "saved_model" / "saved_model.pb").write_text("new graph")
     (ready / "model.keras").write_text("new model")
-    (ready / export.MANIFEST).write_text("model.keras\nsaved_model\n")
+    (ready / "entries").write_text("model.keras\nsaved_model\n")
+    assert export.recover(folder) == "installed"
+    assert reader_view(folder) == ("new", "new")
+    user_files_intact(folder)
+    (folder / export.STORE / "v9.partial").mkdir()  # what a killed run leaves
     result = run_cli(*QUICK, "--export", str(folder))
     assert result.returncode == 0, result.stderr[-2000:]
     out = result.stdout
-    assert out.index("finished installing the export of an interrupted run") < out.index("training on")
+    assert out.index("removed the unfinished export of an interrupted run") < out.index("training on")
     user_files_intact(folder)
-    assert not [p.name for p in folder.iterdir() if p.name.startswith(".gpuaug")]
+    assert not [p for p in (folder / export.STORE).iterdir() if p.name.endswith(".partial")]
     keras.models.load_model(folder / "model.keras")  # and then this run's own export
+
+
+def test_tidy_up_without_training(tmp_path):
+    folder = tmp_path / "export"
+    old_export(folder, "linked")
+    (folder / export.STORE / "v7.partial").mkdir()
+    result = subprocess.run([sys.executable, "-m", "models.export", str(folder)], cwd=REPO, capture_output=True,
+                            text=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert result.returncode == 0 and "removed the unfinished export" in result.stdout, result.stderr
+    assert reader_view(folder) == ("old", "old")
+    again = subprocess.run([sys.executable, "-m", "models.export", str(folder)], cwd=REPO, capture_output=True,
+                           text=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert again.returncode == 0 and "nothing to do" in again.stdout
+
+
+@pytest.mark.slow
+def test_a_jax_run_exports_both_entries_and_the_saved_model_serves(tmp_path):
+    """On JAX, Keras writes the SavedModel through jax2tf: DIR holds the same
+    two entries whatever the backend, and the SavedModel (read by TensorFlow
+    alone) gives model.keras's predictions."""
+    import tensorflow as tf
+
+    from models.data import load_data
+
+    folder = tmp_path / "export"
+    jax = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO))
+    result = run_cli(*QUICK, "--export", str(folder), env=jax)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "saved_model not written" not in result.stdout
+    assert sorted(p.name for p in folder.iterdir()) == [".gpuaug-export", "model.keras", "saved_model"]
+    x = load_data(str(CIFAR_DIR))[1][0][:16].astype("float32")
+    np.save(tmp_path / "x.npy", x)
+    script = ("import sys, numpy as np, keras, gpuaug\n"
+              "np.save(sys.argv[3], keras.models.load_model(sys.argv[1]).predict(np.load(sys.argv[2]), verbose=0))")
+    check = subprocess.run([sys.executable, "-c", script, str(folder / "model.keras"), str(tmp_path / "x.npy"),
+                            str(tmp_path / "y.npy")], cwd=REPO, capture_output=True, text=True, env=jax)
+    assert check.returncode == 0, check.stderr[-2000:]
+    served = tf.saved_model.load(str(folder / "saved_model"))  # kept: its functions need it alive
+    np.testing.assert_allclose(served.serve(tf.constant(x)).numpy(), np.load(tmp_path / "y.npy"), atol=1e-5)
+
+
+def test_without_tensorflow_the_export_says_why_there_is_no_saved_model(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(export, "saved_model_problem", lambda: "TensorFlow is not installed (pip install tensorflow)")
+    folder = tmp_path / "export"
+    train.export_model(keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]), folder)
+    assert "saved_model not written (TensorFlow is not installed" in capsys.readouterr().out
+    assert (folder / "model.keras").exists() and not (folder / "saved_model").exists()
+    assert (folder / "saved_model").is_symlink()  # dangling: absent to every reader

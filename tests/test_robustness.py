@@ -193,7 +193,7 @@ def test_export_failures_keep_the_previous_export(tmp_path, monkeypatch, code):
         raise OSError(code, os.strerror(code))
 
     monkeypatch.setattr(model, "save", failing_save)
-    with pytest.raises(train.UsageError, match="previous export .* unchanged") as info:
+    with pytest.raises(train.UsageError, match="previous export .* still installed") as info:
         train.export_model(model, export)
     assert "\n" not in str(info.value)
     assert (export / "model.keras").read_bytes() == b"the user's previous export"

@@ -47,7 +47,7 @@ def test_export_and_reload_give_the_same_predictions(tmp_path):
     summary = run_train("--export", str(export), "--rotation-range", "10")
     x_test = load_data(str(CIFAR_DIR))[1][0][:64].astype("float32")
     expected = summary["model"].predict(x_test, verbose=0)
-    assert sorted(p.name for p in export.iterdir()) == ["model.keras", "saved_model"]
+    assert sorted(p.name for p in export.iterdir()) == [".gpuaug-export", "model.keras", "saved_model"]
     reloaded = keras.models.load_model(export / "model.keras")
     np.testing.assert_allclose(reloaded.predict(x_test, verbose=0), expected, rtol=1e-5, atol=1e-6)
     served = tf.saved_model.load(str(export / "saved_model"))
@@ -76,7 +76,8 @@ def test_export_is_atomic_and_keeps_the_previous_export(tmp_path, monkeypatch):
 
     monkeypatch.undo()
     train.export_model(model, export)  # succeeds: replaces the previous export
-    assert sorted(p.name for p in export.iterdir()) == ["model.keras", "saved_model"]
+    assert sorted(p.name for p in export.iterdir()) == [".gpuaug-export", "model.keras", "saved_model"]
+    keras.models.load_model(export / "model.keras")
     assert [p.name for p in tmp_path.iterdir()] == ["export"]
 
 
@@ -161,20 +162,101 @@ def truncate(path):
     path.write_bytes(data[: len(data) // 2])
 
 
+def fresh_model(model="cnn"):
+    """An untrained, compiled model as train.py builds it (no augmentation)."""
+    from models.cifar10 import BUILDERS
+
+    built = BUILDERS[model]([], input_shape=(32, 32, 3))
+    built.compile(optimizer=keras.optimizers.RMSprop(1e-4), loss="sparse_categorical_crossentropy")
+    return built
+
+
+def assert_same_weights(model, weights):
+    for a, b in zip(model.get_weights(), weights, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_damaged_latest_checkpoint_resumes_from_the_backup(tmp_path, capsys):
+    from models.checkpoints import restore
+
     checkpoints = tmp_path / "checkpoints"
+    after_epoch_1 = run_train("--epochs", "1", "--checkpoint-dir", str(checkpoints))["model"].get_weights()
     run_train("--epochs", "2", "--checkpoint-dir", str(checkpoints))
-    after_epoch_1 = (checkpoints / "latest.weights.h5.bkp").read_bytes()
     truncate(checkpoints / "latest.weights.h5")  # a crash while writing epoch 2's state
     damaged = (checkpoints / "latest.weights.h5").read_bytes()
+    # What is loaded is the backup: epoch 1's weights, exactly.
+    model = fresh_model()
+    assert restore(model, checkpoints, repair=False)[0] == 1
+    assert_same_weights(model, after_epoch_1)
+    assert int(model.optimizer.iterations) == 4
     capsys.readouterr()
     resumed = run_train("--epochs", "3", "--checkpoint-dir", str(checkpoints))
     out = capsys.readouterr().out
     assert "resuming from the backup checkpoint" in out and "1 epoch(s) already done" in out
     assert resumed["epochs_run"] == 2 and "epoch 2:" in out and "epoch 1:" not in out
     assert (checkpoints / "latest.weights.h5.damaged").read_bytes() == damaged  # kept
-    assert (checkpoints / "latest.weights.h5").read_bytes() != after_epoch_1  # epoch 3 written
-    assert (checkpoints / "training_metadata.json").read_text().count("3") >= 1
+    assert json.loads((checkpoints / "training_metadata.json").read_text())["epoch"] == 3
+    model = fresh_model()
+    assert restore(model, checkpoints)[0] == 3
+    assert_same_weights(model, resumed["model"].get_weights())
+
+
+@pytest.mark.parametrize("name, expected_epochs, source", [
+    ("training_metadata.json", 2, "backup"),      # killed after epoch 3's weights, before their metadata
+    ("training_metadata.json.bkp", 2, "latest"),  # killed between the two files of the backup copy
+])
+def test_a_kill_between_a_states_two_files_never_mislabels_the_weights(tmp_path, name, expected_epochs, source):
+    """Weights and metadata are two files: a kill between their writes must
+    not resume epoch 3's weights as epoch 2's (a silently repeated epoch)."""
+    from models.checkpoints import restore
+
+    checkpoints = tmp_path / "checkpoints"
+    args = [*QUICK, "--model", "tiny", "--checkpoint-dir", str(checkpoints)]
+    weights = {}
+    for epochs in (1, 2):
+        weights[epochs] = train.run(train.parse_args(args + ["--epochs", str(epochs)]))["model"].get_weights()
+    # The run to epoch 3 is killed before its first rename onto `name`.
+    result = subprocess.run([sys.executable, str(REPO / "tests" / "checkpoint_fault_script.py"), name, "1", *args, "--epochs", "3"], cwd=REPO, capture_output=True, text=True,
+                            timeout=300, env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == -9, result.stderr[-2000:]
+    model = fresh_model("tiny")
+    epochs, message = restore(model, checkpoints, repair=False)
+    assert epochs == expected_epochs and ("backup" in message) == (source == "backup"), message
+    assert_same_weights(model, weights[2])
+    assert int(model.optimizer.iterations) == 8
+    if source == "backup":
+        assert "is from step 12 but training_metadata.json from step 8" in message
+    rerun = run_cli(*args, "--epochs", "3")
+    assert rerun.returncode == 0 and "2 epoch(s) already done" in rerun.stdout, rerun.stdout + rerun.stderr[-2000:]
+    assert "epoch 3:" in rerun.stdout and "epoch 2:" not in rerun.stdout
+
+
+def test_a_checkpoint_of_another_model_is_refused_as_such(tmp_path):
+    checkpoints = tmp_path / "checkpoints"
+    run_train("--model", "tiny", "--checkpoint-dir", str(checkpoints))
+    before = {p.name: p.read_bytes() for p in checkpoints.iterdir()}
+    result = run_cli(*QUICK, "--model", "cnn", "--epochs", "2", "--checkpoint-dir", str(checkpoints))
+    assert_one_line_error(result, "holds a checkpoint of another model (tiny, ", "this run builds cifar10_cnn, ",
+                          "use the same --model and --image-size")
+    assert {p.name: p.read_bytes() for p in checkpoints.iterdir()} == before
+    # A checkpoint written before fingerprints were recorded (Keras' BackupAndRestore wrote only the epoch).
+    for name in ("training_metadata.json", "training_metadata.json.bkp"):
+        if (checkpoints / name).exists():
+            (checkpoints / name).write_text(json.dumps({"epoch": 1}))
+    result = run_cli(*QUICK, "--model", "cnn", "--epochs", "2", "--checkpoint-dir", str(checkpoints))
+    assert_one_line_error(result, "its weights do not fit this model (written by another --model")
+
+
+def test_metrics_json_in_a_folder_that_does_not_exist_is_created(tmp_path):
+    metrics = tmp_path / "new" / "deeper" / "metrics.json"
+    result = run_cli(*QUICK, "--model", "tiny", "--metrics-json", str(metrics))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(metrics.read_text())["finished"] is True
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    result = run_cli(*QUICK, "--model", "tiny", "--metrics-json", str(blocked / "metrics.json"))
+    assert_one_line_error(result, "--metrics-json", "a-file")
+    assert "epoch 1" not in result.stdout
 
 
 def test_both_checkpoints_damaged_is_refused_and_kept(tmp_path):
