@@ -11,7 +11,6 @@ one line and exit with status 2; nothing already written is lost.
 """
 
 import argparse
-import contextlib
 import importlib.util
 import json
 import os
@@ -62,8 +61,12 @@ def parse_args(argv=None):
     data.add_argument("--validation-split", type=float, default=None, metavar="F",
                       help="hold out this fraction of the training images (drawn with --seed) and report "
                       "loss and accuracy on it after each epoch (default: on the test set)")
-    data.add_argument("--image-size", type=int, nargs=2, default=(32, 32), metavar=("H", "W"),
-                      help="size image folders are resized to")
+    data.add_argument("--image-size", type=int, nargs=2, default=None, metavar=("H", "W"),
+                      help="size images from a folder are resized to (default 32 32; the CIFAR-10 batches are "
+                      "32x32 and cannot be resized)")
+    data.add_argument("--cache", nargs="?", const="memory", default=None, metavar="DIR",
+                      help="keep a folder's decoded images after the first epoch: in memory (--cache), or in "
+                      "files under DIR (--cache DIR, for data larger than memory; reused by later runs)")
 
     augment = parser.add_argument_group("augmentation (ImageDataGenerator's arguments)")
     augment.add_argument("--augment", choices=AUGMENT_CHOICES, default="gpu",
@@ -125,7 +128,7 @@ def parse_args(argv=None):
             parser.error(f"--{name.replace('_', '-')} must be >= 1 (got {value})")
     if args.validation_split is not None and not 0 < args.validation_split < 1:
         parser.error(f"--validation-split must be between 0 and 1, exclusive (got {args.validation_split})")
-    if any(size < 1 for size in args.image_size):
+    if args.image_size is not None and any(size < 1 for size in args.image_size):
         parser.error(f"--image-size must be two sizes >= 1 (got {' '.join(map(str, args.image_size))})")
     if len(args.zoom_range) > 2:
         parser.error(f"--zoom-range takes Z or LOW HIGH (got {' '.join(map(str, args.zoom_range))})")
@@ -166,7 +169,7 @@ def load_dataset(args):
     from models.data import DataError, open_data
 
     try:
-        return open_data(args.data_dir, image_size=tuple(args.image_size), seed=args.seed,
+        return open_data(args.data_dir, image_size=args.image_size, seed=args.seed,
                          limit=args.limit, validation_split=args.validation_split)
     except DataError as error:
         raise UsageError(str(error)) from None
@@ -243,89 +246,10 @@ def write_json_atomically(path, data):
         raise
 
 
-def make_strategy(name, args=None):
-    """A tf.distribute strategy (TensorFlow), a Keras distribution (JAX), or None.
-
-    mirrored: every local GPU, or every logical CPU device when there is no GPU;
-    multiworker: MultiWorkerMirroredStrategy, configured by TF_CONFIG.
-    On JAX, mirrored uses keras.distribution.DataParallel over the local
-    devices, multiworker joins the processes given by --coordinator-address,
-    --num-processes, --process-id (models/jax_cluster.py) and uses all of
-    their devices.
-    """
-    import keras
-
-    if name == "default":
-        return None
-    if keras.backend.backend() == "jax":
-        if name == "multiworker":
-            from models import jax_cluster
-
-            try:
-                jax_cluster.initialize(args.coordinator_address, args.num_processes, args.process_id)
-            except jax_cluster.ClusterError as error:
-                raise UsageError(str(error)) from None
-        else:
-            keras.distribution.set_distribution(keras.distribution.DataParallel())
-        return None
-    if keras.backend.backend() != "tensorflow":
-        raise UsageError(f"--strategy {name} needs the TensorFlow or JAX backend")
-    import tensorflow as tf
-
-    if name == "mirrored":
-        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
-        return tf.distribute.MirroredStrategy([d.name for d in devices])
-    if args is not None and (args.coordinator_address, args.num_processes, args.process_id) != (None, None, None):
-        raise UsageError("--coordinator-address, --num-processes and --process-id are for the JAX backend; "
-                         "TensorFlow's multiworker reads the cluster from TF_CONFIG")
-    return tf.distribute.MultiWorkerMirroredStrategy()
-
-
-def is_chief(strategy):
-    """False only on the non-chief workers of a multi-worker strategy (JAX:
-    every process but process 0)."""
-    import keras
-
-    if keras.backend.backend() == "jax":
-        import jax
-
-        return jax.process_index() == 0
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not resolver.cluster_spec().as_dict():
-        return True
-    cluster = resolver.cluster_spec().as_dict()
-    if "chief" in cluster:
-        return resolver.task_type == "chief"
-    return resolver.task_type == "worker" and resolver.task_id == 0
-
-
-def replicas_in_sync(strategy):
-    import keras
-
-    if strategy is not None:
-        return strategy.num_replicas_in_sync
-    distribution = keras.distribution.distribution() if keras.backend.backend() == "jax" else None
-    return len(distribution.device_mesh.devices.ravel()) if distribution is not None else 1
-
-
-def run(args):
-    """Trains, evaluates and exports; returns a summary dict (with the model)."""
-    multiworker = args.strategy == "multiworker"
-    if (args.coordinator_address, args.num_processes, args.process_id) != (None, None, None) and not multiworker:
-        raise UsageError("--coordinator-address, --num-processes and --process-id need --strategy multiworker")
-    if multiworker and args.augment == "generator":
-        raise UsageError("--augment generator is not supported with --strategy multiworker")
-    if args.augment == "generator" and importlib.util.find_spec("scipy") is None:
-        raise UsageError("--augment generator runs the legacy ImageDataGenerator, which needs scipy: "
-                         "pip install -r requirements-test.txt")
-    import keras
-
-    # TensorFlow's collective ops must be configured before TensorFlow runs
-    # anything (an image folder's pipeline does); JAX joins its cluster after
-    # the data checks, so that a process with bad data exits before joining.
-    tf_multiworker = multiworker and keras.backend.backend() == "tensorflow"  # custom loop
-    strategy = make_strategy(args.strategy, args) if tf_multiworker else None
-    splits = load_dataset(args)
+def check_inputs(args, splits):
+    """What the chosen data and flags need, checked before any training."""
+    if args.cache and splits.kind == "arrays":
+        raise UsageError("--cache keeps the decoded images of a folder; the CIFAR-10 batches are in memory already")
     if splits.kind == "folder" and args.augment == "generator":
         if importlib.util.find_spec("PIL") is None:
             raise UsageError("--augment generator on an image folder runs flow_from_directory, which needs Pillow: "
@@ -338,151 +262,156 @@ def run(args):
                              f"{len(skipped)} of the training files are GIFs (e.g. {skipped[0]}); "
                              "use --augment gpu or none, or convert them")
     for path, flag in ((args.export, "--export"), (args.checkpoint_dir, "--checkpoint-dir"),
-                       (args.metrics_json, "--metrics-json")):
+                       (args.metrics_json, "--metrics-json"), (args.cache if args.cache != "memory" else None,
+                                                               "--cache")):
         if path:
             check_writable(path, flag)
     if args.metrics_json:  # its folder, so that the first epoch's write cannot fail on it
         pathlib.Path(args.metrics_json).absolute().parent.mkdir(parents=True, exist_ok=True)
 
+
+def build_model(args, splits, topology):
+    """The compiled model (in the topology's scope), its checkpoint restored;
+    returns (model, finished epochs)."""
+    import keras
+
     import gpuaug
-    from models import inputs
     from models.cifar10 import BUILDERS
-    from models.data import DataError
 
-    if not tf_multiworker:
-        strategy = make_strategy(args.strategy, args)  # before any computation (JAX's cluster)
-    keras.utils.set_random_seed(args.seed)
-    replicas = replicas_in_sync(strategy)
-    chief = is_chief(strategy)
-    if args.export and chief:
-        prepare_export(args.export)
-    global_batch = args.batch_size * replicas
-    jax_multihost = multiworker and not tf_multiworker
-    # Evaluation batches: about 256 images, a multiple of the global batch (so that
-    # they split evenly over the devices).
-    processes, process_batch, test_batch = 1, global_batch, global_batch * max(1, 256 // global_batch)
-    counts = dict(splits.counts)
-    try:
-        if tf_multiworker and splits.kind == "folder":  # each worker streams an equal share
-            from models.training_loop import worker_count
-
-            workers = worker_count(strategy)
-            counts["train"] = inputs.share_length(counts["train"], workers) * workers
-        if jax_multihost:  # each process feeds its share of every split
-            from models import jax_cluster
-
-            index, processes, local_devices = jax_cluster.process_info()
-            inputs.share_splits(splits, counts, args.seed, index, processes, local_devices)
-            process_batch = global_batch // processes
-            test_batch = process_batch * max(1, 256 // process_batch)
-            print(f"process {index} of {processes}: {counts['train']} training and {counts['test']} test images, "
-                  f"batch {process_batch} of {global_batch}", flush=True)
-        elif replicas > 1 and (keras.backend.backend() == "jax" or args.augment == "generator"):
-            # Batches that split unevenly over the devices fail: JAX's DataParallel
-            # refuses them (IndivisibleError), and so does Keras' generator input
-            # under MirroredStrategy (AddN of unequal shapes); tf.data input splits
-            # them. So each split concerned is trimmed to a multiple of the device
-            # count: a seeded choice of at most replicas - 1 images left out.
-            names = ("train", "validation", "test") if keras.backend.backend() == "jax" else ("train",)
-            left_out = inputs.share_splits(splits, counts, args.seed, 0, 1, replicas, names)
-            if any(left_out.values()):
-                print(f"{replicas} devices: every batch must split evenly over them, so "
-                      + ", ".join(f"{n} {'training' if name == 'train' else name}"
-                                  for name, n in left_out.items() if n)
-                      + " image(s) are left out", flush=True)
-    except DataError as error:
-        raise UsageError(f"--strategy {args.strategy} over {replicas} devices: {error}") from None
-    train_images = counts["train"] * processes
-    aug_kwargs = augmentation_arguments(args)
-
-    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
-    with scope:
+    with topology.scope():
         augmentation = []
         if args.augment == "gpu":
-            augmentation = [gpuaug.RandomTransform(**aug_kwargs, shift_axes=args.shift_axes,
+            augmentation = [gpuaug.RandomTransform(**augmentation_arguments(args), shift_axes=args.shift_axes,
                                                    seed=args.seed, name="augment")]
-        model = BUILDERS[args.model](augmentation, input_shape=splits.image_shape, num_classes=splits.num_classes)
+        try:
+            model = BUILDERS[args.model](augmentation, input_shape=splits.image_shape,
+                                         num_classes=splits.num_classes)
+        except ValueError as error:  # e.g. pooling past the image's edge
+            reason = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip().splitlines()
+            reason = next((line for line in reason if "size" in line.lower()), reason[0] if reason else "")
+            raise UsageError(f"--model {args.model} cannot take {splits.image_shape[0]}x{splits.image_shape[1]} "
+                             f"images ({reason.strip()}); use a larger --image-size") from None
+        # Evaluation shares padded with weight-0 images need a weighted accuracy (models/topologies.py).
+        weighted = [keras.metrics.SparseCategoricalAccuracy(name="weighted_accuracy")] if topology.padded else None
         model.compile(
             optimizer=keras.optimizers.RMSprop(learning_rate=args.learning_rate),
             loss="sparse_categorical_crossentropy",
             metrics=["accuracy"],
+            weighted_metrics=weighted,
             jit_compile="auto" if args.jit_compile is None else args.jit_compile,
         )
         initial_epoch = 0
         if args.checkpoint_dir:
-            initial_epoch = restore_checkpoint(model, args.checkpoint_dir, repair=chief)
+            initial_epoch = restore_checkpoint(model, args.checkpoint_dir, repair=topology.chief)
+    return model, initial_epoch
 
-    # Validation each epoch: the --validation-split hold-out, else the test set
-    # (as the Keras cifar10 example does with validation_data).
+
+def run(args):
+    """Trains, evaluates and exports; returns a summary dict (with the model).
+
+    The same sequence on every topology (models/topologies.py): choose it,
+    read the data's index, check, start (join a cluster), take this process's
+    share, build, fit, evaluate, export."""
+    if args.augment == "generator" and importlib.util.find_spec("scipy") is None:
+        raise UsageError("--augment generator runs the legacy ImageDataGenerator, which needs scipy: "
+                         "pip install -r requirements-test.txt")
+    import keras
+
+    from models import folders, inputs, topologies
+    from models.cache import CacheError
+    from models.errors import DataError
+
+    try:
+        # TensorFlow's collective ops must be configured before TensorFlow runs
+        # anything; JAX joins its cluster after the data checks, so that a
+        # process with bad data exits before joining.
+        topology = topologies.choose(args, keras.backend.backend())
+        splits = load_dataset(args)
+        check_inputs(args, splits)
+        topology.start()
+    except topologies.UsageError as error:
+        raise UsageError(str(error)) from None
+    keras.utils.set_random_seed(args.seed)
+    if args.export and topology.chief:
+        prepare_export(args.export)
+    counts = dict(splits.counts)
+    global_batch = args.batch_size * topology.replicas
+    batch = global_batch if topology.batch_is_global else global_batch // topology.processes
+    try:
+        shared = topology.share(splits, counts, args.seed)
+        feeds = inputs.Feeds(splits, batch, batch * max(1, 256 // batch), args.seed, args.cache,
+                             topology.cache_name)
+        if not isinstance(topology, topologies.TFMultiWorker):  # there each worker builds its own shares
+            # The first bytes of this process's files are checked here, before training.
+            feeds.prepare("validation", "test", *(() if args.augment == "generator" else ("train",)))
+            if args.augment == "generator" and splits.kind == "folder":  # read by flow_from_directory
+                splits.train.check()
+    except DataError as error:
+        prefix = f"--strategy {args.strategy} over {topology.replicas} devices: " if args.strategy != "default" else ""
+        raise UsageError(f"{prefix}{error}") from None
+    except CacheError as error:
+        raise UsageError(str(error)) from None
+    if shared:
+        print(shared, flush=True)
+    model, initial_epoch = build_model(args, splits, topology)
+
+    # Validation each epoch: the --validation-split hold-out (or a val/ folder
+    # beside test/), else the test set, as the Keras cifar10 example does.
     validation_name = "validation" if splits.validation is not None else "test"
-    validation = splits.validation if splits.validation is not None else splits.test
-    metrics_file = args.metrics_json if chief else None
-    report = EpochReport(train_images, validation_name, metrics_file,
-                         earlier_epoch_records(metrics_file, initial_epoch))
+    metrics_file = args.metrics_json if topology.chief else None
+    report = EpochReport(counts["train"], validation_name, metrics_file,
+                         earlier_epoch_records(metrics_file, initial_epoch),
+                         lambda logs: topology.corrected(logs, validation_name, "val_"))
     # Keras' progress bar first, then the checkpoint, then the report: when the
     # report's line is printed, that epoch is saved.
     callbacks = [keras.callbacks.ProgbarLogger()] if args.verbose else []
-    if args.checkpoint_dir:
-        if jax_multihost:  # every process saves (collectives), the chief into DIR
-            callbacks.append(jax_cluster.checkpoint_callback(args.checkpoint_dir, chief))
-        elif not tf_multiworker:  # the multi-worker loop checkpoints itself
-            from models.checkpoints import epoch_checkpoint
-
-            callbacks.append(epoch_checkpoint(args.checkpoint_dir))
+    checkpoint = topology.checkpoint_callback(args.checkpoint_dir) if args.checkpoint_dir else None
+    callbacks += [checkpoint] if checkpoint is not None else []
     callbacks.append(report)
 
-    print(f"training on {train_images} images ({args.augment} augmentation, batch {global_batch}, "
-          f"{replicas} replica(s), jit_compile={model.jit_compile}, backend {keras.backend.backend()}, "
+    print(f"data: {splits.description}", flush=True)
+    print(f"training on {counts['train']} images ({args.augment} augmentation, batch {global_batch}, "
+          f"{topology.replicas} replica(s), jit_compile={model.jit_compile}, backend {keras.backend.backend()}, "
           f"{'streamed from ' + str(args.data_dir) if splits.kind == 'folder' else 'in memory'}; "
-          f"{validation_name} after each epoch: {counts[validation_name] * processes} images)", flush=True)
-    fit = dict(epochs=args.epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=args.verbose,
-               **inputs.validation_arguments(validation, test_batch))
+          f"{validation_name} after each epoch: {counts[validation_name]} images)", flush=True)
+    fit = dict(epochs=args.epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=args.verbose)
     try:
-        if tf_multiworker:
-            from models.training_loop import evaluate_locally, fit_multiworker
-
-            fit_multiworker(model, strategy, splits.train, counts["train"], epochs=args.epochs,
-                            global_batch=global_batch, seed=args.seed, callbacks=[report],
-                            checkpoint_dir=args.checkpoint_dir, initial_epoch=initial_epoch, chief=chief,
-                            validation=validation)
-        elif args.augment == "generator":
+        if args.augment == "generator":
             with tempfile.TemporaryDirectory(prefix="gpuaug-flow-from-directory-") as scratch:
-                model.fit(inputs.generator_flow(splits, aug_kwargs, global_batch, args.seed, scratch,
-                                                counts["train"]), **fit)
+                model.fit(inputs.generator_flow(splits, augmentation_arguments(args), global_batch, args.seed,
+                                                scratch), **feeds.validation(validation_name), **fit)
         else:
-            model.fit(**inputs.fit_arguments(splits.train, process_batch, shuffle=True), **fit)
-
-        if tf_multiworker:
-            _, accuracy = evaluate_locally(model, splits.test)
-        else:  # on JAX's multi-host: every process its test shard, one global accuracy
-            _, accuracy = model.evaluate(**inputs.fit_arguments(splits.test, test_batch), verbose=0)
+            topology.fit(model, feeds, counts["train"], dict(fit, validation=validation_name))
+        _, accuracy = topology.evaluate(model, feeds, "test")
+    except (CacheError, DataError) as error:  # raised as TF multi-worker builds its shares
+        raise UsageError(str(error)) from None
     except Exception as error:
-        from models import folders
-
         if splits.kind == "folder" and folders.is_decode_error(error):
-            raise UsageError(folders.find_undecodable(splits.folder.folders, splits.folder.class_names)) from None
+            raise UsageError(folders.find_undecodable((splits.train, splits.validation, splits.test))) from None
         raise
+    for line in feeds.describe_caches():
+        print(f"--cache {line}", flush=True)
     print(f"test accuracy: {accuracy:.4f}", flush=True)
     summary = {
         "augment": args.augment,
         "backend": keras.backend.backend(),
         "data": splits.kind,
-        "train_images": train_images,
+        "train_images": counts["train"],
         "validation": validation_name,
         "epochs_run": len(report.seconds),
         "epoch_seconds": report.seconds,
-        "images_per_second": [train_images / s for s in report.seconds],
+        "images_per_second": [counts["train"] / s for s in report.seconds],
         "epochs": report.earlier + report.records,
         "test_accuracy": float(accuracy),
-        "replicas": replicas,
+        "replicas": topology.replicas,
         "finished": True,
     }
-    if args.export and chief:
-        print(f"exported to {export_model(model, args.export)}", flush=True)
-    elif args.export:
-        if jax_multihost:  # take part in the chief's save (collectives), write nothing
-            jax_cluster.save_on_every_process(lambda scratch: model.save(scratch / "model.keras"), chief)
-        print("not the chief worker: the chief writes the export", flush=True)
+    if args.export:
+        from models import export
+
+        folder = topology.write_export(args.export, lambda: export_model(model, args.export),
+                                       lambda scratch: export.write_export(model, scratch))
+        print(f"exported to {folder}" if folder else "not the chief worker: the chief writes the export", flush=True)
     if metrics_file:
         write_json_atomically(args.metrics_json, summary)
     summary["model"] = model
@@ -527,10 +456,12 @@ def _epoch_report_class():
         `metrics_json`, rewrites that file (atomically) with `earlier` (the
         records of a resumed run's epochs already done) and them."""
 
-        def __init__(self, images_per_epoch, validation_name="test", metrics_json=None, earlier=()):
+        def __init__(self, images_per_epoch, validation_name="test", metrics_json=None, earlier=(),
+                     validation_metrics=None):
             super().__init__()
             self.images_per_epoch = images_per_epoch
             self.validation_name = validation_name
+            self.validation_metrics = validation_metrics or (lambda logs: (logs["val_loss"], logs["val_accuracy"]))
             self.metrics_json = metrics_json
             self.earlier = list(earlier)
             self.seconds = []
@@ -549,8 +480,9 @@ def _epoch_report_class():
                     f"loss {logs.get('loss', float('nan')):.4f}, accuracy {logs.get('accuracy', float('nan')):.4f}")
             if "val_loss" in logs:
                 name = self.validation_name
-                record.update({f"{name}_loss": logs["val_loss"], f"{name}_accuracy": logs.get("val_accuracy")})
-                line += f", {name} loss {logs['val_loss']:.4f}, {name} accuracy {logs.get('val_accuracy', float('nan')):.4f}"
+                loss, accuracy = self.validation_metrics(logs)
+                record.update({f"{name}_loss": loss, f"{name}_accuracy": accuracy})
+                line += f", {name} loss {loss:.4f}, {name} accuracy {accuracy:.4f}"
             self.records.append(record)
             if self.metrics_json:  # so that an interrupted run keeps what it measured
                 write_json_atomically(self.metrics_json, {"epochs": self.earlier + self.records,
@@ -560,9 +492,10 @@ def _epoch_report_class():
     return EpochReport
 
 
-def EpochReport(images_per_epoch, validation_name="test", metrics_json=None, earlier=()):  # noqa: N802
+def EpochReport(images_per_epoch, validation_name="test", metrics_json=None, earlier=(),  # noqa: N802
+                validation_metrics=None):
     # A class made lazily (keras is imported only after --help).
-    return _epoch_report_class()(images_per_epoch, validation_name, metrics_json, earlier)
+    return _epoch_report_class()(images_per_epoch, validation_name, metrics_json, earlier, validation_metrics)
 
 
 def main(argv=None):

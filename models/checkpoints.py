@@ -57,8 +57,12 @@ def _describe(print_):
 
 
 def _iterations(model):
+    """The optimizer's step count (read through convert_to_numpy: under a
+    tf.distribute strategy the variable is a mirrored one)."""
+    import keras
+
     optimizer = getattr(model, "optimizer", None)
-    return None if optimizer is None else int(optimizer.iterations)
+    return None if optimizer is None else int(keras.ops.convert_to_numpy(optimizer.iterations))
 
 
 def _read_metadata(path):

@@ -1,5 +1,6 @@
 """Loading train.py's data: CIFAR-10 as uint8 numpy arrays, or a folder of
-images as streaming datasets (`models.folders`), split the same way.
+images as lists of files (`models.folders`, decoded where they are read),
+split the same way.
 
 Every failure to find or read data raises `DataError` with a one-line
 message saying what was wrong and how to point `--data-dir` at a local copy.
@@ -13,14 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-LOCAL_COPY_HINT = (
-    "point --data-dir at a local copy (a cifar-10-batches-py/ folder, "
-    "cifar-10-python.tar.gz, or a folder with one sub-folder of images per class)"
-)
+from models.errors import LOCAL_COPY_HINT, DataError
+from models.folders import open_image_folder
 
-
-class DataError(Exception):
-    """The data could not be found or read; the message is one line."""
+CIFAR_SIZE = (32, 32)
 
 
 def _batch_from_bytes(raw, name):
@@ -123,9 +120,9 @@ def split_arrays(train, test, seed=0, limit=None, validation_split=None):
 @dataclass
 class Splits:
     """What train.py trains on. `kind` "arrays": train/validation/test are
-    (images uint8 NHWC, labels) tuples; "folder": unbatched tf.data datasets
-    streaming from disk (`models.folders`). validation is None without
-    --validation-split."""
+    (images uint8 NHWC, labels) tuples; "folder": `models.folders.ImageFiles`
+    (decoded as uint8 where they are read). validation is None without
+    --validation-split (or a folder's val/ beside its test/)."""
 
     kind: str
     train: object
@@ -135,21 +132,25 @@ class Splits:
     image_shape: tuple
     num_classes: int
     folder: object = None  # the FolderSplits of a folder
+    description: str = ""  # one line: where each split comes from
 
 
-def open_data(data_dir=None, image_size=(32, 32), seed=0, limit=None, validation_split=None):
+def open_data(data_dir=None, image_size=None, seed=0, limit=None, validation_split=None):
     """The training, validation and test splits of --data-dir (see
     `load_data` for the CIFAR-10 forms and `models.folders` for image
-    folders, which are streamed)."""
+    folders). `image_size` (None: 32x32) resizes a folder's images; the
+    CIFAR-10 batches are 32x32, and another size is refused."""
     arrays = load_data(data_dir)
     if arrays is None:
-        from models.folders import open_image_folder
-
-        folder = open_image_folder(data_dir, image_size, seed, limit, validation_split)
+        folder = open_image_folder(data_dir, image_size or CIFAR_SIZE, seed, limit, validation_split)
         return Splits("folder", folder.train, folder.validation, folder.test, folder.counts,
-                      tuple(image_size) + (3,), len(folder.class_names), folder)
+                      tuple(folder.train.image_size) + (3,), len(folder.class_names), folder, folder.description)
+    if image_size is not None and tuple(image_size) != CIFAR_SIZE:
+        raise DataError(f"--image-size {' '.join(map(str, image_size))}: the CIFAR-10 batches are 32x32 and are "
+                        "not resized; --image-size applies to folders of images")
     train, validation, test = split_arrays(*arrays, seed=seed, limit=limit, validation_split=validation_split)
     counts = {"train": len(train[0]), "validation": 0 if validation is None else len(validation[0]),
               "test": len(test[0])}
     num_classes = int(max(train[1].max(), test[1].max())) + 1
-    return Splits("arrays", train, validation, test, counts, train[0].shape[1:], num_classes)
+    return Splits("arrays", train, validation, test, counts, train[0].shape[1:], num_classes,
+                  description=f"CIFAR-10 batches ({'downloaded' if data_dir is None else data_dir})")

@@ -321,25 +321,32 @@ def saved_model_problem():
     return None
 
 
-def export_model(model, export_dir):
-    """Writes `model.keras` and an inference-only `saved_model` into
-    `export_dir` (see this module's docstring). Returns (the absolute path of
-    `export_dir`, None or the one-line reason no SavedModel was written)."""
+def write_export(model, folder):
+    """Writes `model.keras` and, where it can, an inference-only SavedModel
+    `saved_model` into `folder`. Returns None or the one-line reason no
+    SavedModel was written."""
     problem = saved_model_problem()
+    folder = pathlib.Path(folder)
+    model.save(folder / MODEL_FILE)
+    if problem is None:
+        try:
+            model.export(str(folder / SAVED_MODEL), format="tf_saved_model", verbose=False)
+        except OSError:
+            raise
+        except Exception as error:  # noqa: BLE001 - jax2tf or TensorFlow refusing this model
+            shutil.rmtree(folder / SAVED_MODEL, ignore_errors=True)
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            problem = f"{type(error).__name__}: {reason}"
+    return problem
 
-    def write(folder):
-        nonlocal problem
-        model.save(folder / MODEL_FILE)
-        if problem is None:
-            try:
-                model.export(str(folder / SAVED_MODEL), format="tf_saved_model", verbose=False)
-            except OSError:
-                raise
-            except Exception as error:  # noqa: BLE001 - jax2tf or TensorFlow refusing this model
-                shutil.rmtree(folder / SAVED_MODEL, ignore_errors=True)
-                problem = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
 
-    return publish(export_dir, write), problem
+def export_model(model, export_dir):
+    """Writes `write_export`'s entries into `export_dir` as described in this
+    module's docstring. Returns (the absolute path of `export_dir`, None or
+    the reason no SavedModel was written)."""
+    problems = []
+    target = publish(export_dir, lambda folder: problems.append(write_export(model, folder)))
+    return target, problems[0] if problems else None
 
 
 def main(argv=None):

@@ -1,25 +1,34 @@
-"""Folders of images (one sub-folder per class), streamed by Keras' own loader.
+"""Folders of images, indexed by file name and decoded only where they are read.
 
-`open_image_folder` reads nothing but file names up front: the images are
-decoded and resized batch by batch by `keras.utils.image_dataset_from_directory`
-(a `tf.data` pipeline), so memory stays bounded by a few batches however large
-the folder. Pixels arrive as float32 0..255, as Keras' loader gives them; the
-model does the rest.
+Layouts (`find_layout`), one sub-folder per class in each:
 
-Which files go where is decided on one permutation of the training folder's
-files, drawn with `seed` (Keras' own, the one its `validation_split` uses):
+    ROOT/<class>/...                              a seeded 20% is the test set
+    ROOT/train/<class>/...                        the same, under train/
+    ROOT/train/ + ROOT/test/                      test/ is the test set
+    ROOT/train/ + ROOT/val/ (or validation/)      val/ is the held-out (test) set
+    ROOT/train/ + ROOT/val/ + ROOT/test/          val/ is validated after each epoch
+
+`open_image_folder` reads no image: it lists the files (what Keras' loader
+would read: every file at any depth of a class folder with an image suffix,
+minus hidden files and folders, macOS `._name` files included, and what file
+managers leave), splits them, and returns `ImageFiles` lists. A process then
+takes its share of those lists (`models.inputs`) and reads and decodes only
+its own files (`ImageFiles.dataset`).
+
+Which files go where is decided on one permutation of the training files,
+drawn with `seed` exactly as Keras' `image_dataset_from_directory` draws it:
 
     [ training | validation | ... | test hold-out ]
-      n_train    n_val              n_test (only without a test/ folder)
+      n_train    n_val              n_test (only without a held-out folder)
 
-`--limit N` takes the first N of that permutation (so every class is there,
-whatever order the files are in on disk), `--validation-split` the next part,
-and a folder without `test/` holds out its last 20% as the test set, the same
-files whatever `--limit` is. Keras' `validation_split` gives the first slice
-and the rest (in permutation order), which is cut into the other two.
+`--limit N` takes the first N (every class is there whatever the order on
+disk), `--validation-split` the next part, and a folder without a held-out
+folder keeps its last 20% as the test set, the same files whatever `--limit`.
 
-Checks Keras' loader does not do, before any training: a file that is not an
-image (by name or by its first bytes) stops the run with one line naming it.
+Decoding is Keras' (`tf.io.decode_image`, 3 channels, first frame, then
+bilinear `tf.image.resize`), but pixels stay uint8: an image already at
+`image_size` is passed through exactly; a resized one is rounded to the
+nearest level (Keras' loader keeps the fraction: at most 0.5 apart).
 """
 
 import os
@@ -27,7 +36,9 @@ import pathlib
 import re
 from dataclasses import dataclass
 
-from models.data import LOCAL_COPY_HINT, DataError
+import numpy as np
+
+from models.errors import LOCAL_COPY_HINT, DataError
 
 # The formats `image_dataset_from_directory` reads, with their signatures.
 SIGNATURES = {
@@ -38,134 +49,232 @@ SIGNATURES = {
     ".bmp": (b"BM",),
 }
 IMAGE_SUFFIXES = tuple(SIGNATURES)
-# What file managers leave in folders of pictures (besides hidden files), skipped
-# as Keras' loader skips them.
+# What file managers leave in folders of pictures (besides hidden files).
 FILE_MANAGER_FILES = ("thumbs.db", "desktop.ini", "ehthumbs.db")
 TEST_FRACTION = 0.2
+HELD_OUT = ("test", "val", "validation")
+
+
+@dataclass(frozen=True)
+class ImageFiles:
+    """Image files with their labels (and, for an evaluation share, a weight
+    per file: 0 for padding), read as (uint8 (H, W, 3), int32 label[, weight])."""
+
+    paths: tuple
+    labels: tuple
+    image_size: tuple
+    weights: tuple = None
+
+    def __len__(self):
+        return len(self.paths)
+
+    def select(self, indices, weights=None):
+        """The files at `indices` (in that order), with `weights` if given."""
+        return ImageFiles(tuple(self.paths[i] for i in indices), tuple(self.labels[i] for i in indices),
+                          self.image_size, None if weights is None else tuple(float(w) for w in weights))
+
+    def check(self):
+        """Reads the first bytes of each file (distinct paths once): a file
+        that is not the image its suffix says raises DataError naming it."""
+        for path in dict.fromkeys(self.paths):
+            suffix = pathlib.Path(path).suffix.lower()
+            try:
+                with open(path, "rb") as handle:
+                    head = handle.read(8)
+            except OSError as error:
+                raise DataError(f"cannot read image {path}: {error.strerror or error}") from None
+            if not head.startswith(SIGNATURES[suffix]):
+                raise DataError(f"cannot read image {path}: not a {suffix[1:].upper()} file")
+
+    def dataset(self, shuffle_seed=None, cache=None):
+        """A `tf.data` dataset of (uint8 image, int32 label[, float32 weight]).
+
+        shuffle_seed: None keeps the order; an int reshuffles every epoch
+            (the whole list, before decoding; after the cache, with it).
+        cache: None, or a `models.cache.PixelCache`: decoded images are kept
+            (in memory or in its files) and later epochs read no image file.
+        """
+        import tensorflow as tf
+
+        columns = [list(self.paths), np.asarray(self.labels, "int32")]
+        if self.weights is not None:
+            columns.append(np.asarray(self.weights, "float32"))
+        dataset = tf.data.Dataset.from_tensor_slices(tuple(columns))
+        size = tuple(self.image_size)
+
+        def load(path, *rest):
+            return (load_image(path, size), *rest)
+
+        if cache is None:
+            if shuffle_seed is not None:
+                dataset = dataset.shuffle(len(self), seed=shuffle_seed, reshuffle_each_iteration=True)
+            return dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE)
+        dataset = cache.apply(dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE))
+        if shuffle_seed is not None:
+            buffer = cache.shuffle_buffer(len(self), int(np.prod(size)) * 3)
+            dataset = dataset.shuffle(buffer, seed=shuffle_seed, reshuffle_each_iteration=True)
+        return dataset
+
+
+def load_image(path, image_size):
+    """One image file as uint8 (H, W, 3): decoded as Keras' loader decodes
+    it; resized (bilinear) and rounded only when not already at `image_size`."""
+    import tensorflow as tf
+
+    image = tf.image.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    height, width = image_size
+    same = tf.logical_and(tf.shape(image)[0] == height, tf.shape(image)[1] == width)
+    image = tf.cond(same, lambda: image, lambda: tf.saturate_cast(
+        tf.round(tf.image.resize(image, (height, width), method="bilinear")), tf.uint8))
+    image.set_shape((height, width, 3))
+    return image
 
 
 @dataclass
 class FolderSplits:
-    """Unbatched `tf.data` datasets of (float32 image HWC 0..255, int32 label)."""
+    """The splits of an image folder (`ImageFiles`; validation None without
+    --validation-split or a val/ folder beside test/)."""
 
-    train: object
-    validation: object  # None without --validation-split
-    test: object
-    counts: dict  # {"train": n, "validation": n, "test": n}
+    train: ImageFiles
+    validation: ImageFiles
+    test: ImageFiles
     class_names: list
-    folders: tuple  # the class-folder roots read: (train,) or (train, test)
+    folders: tuple  # the class-folder roots listed: (train,) or (train, held-out...)
+    description: str  # one line: which folder is which split
+
+    @property
+    def counts(self):
+        return {"train": len(self.train), "validation": 0 if self.validation is None else len(self.validation),
+                "test": len(self.test)}
 
     def training_files(self):
-        """[(path, label)] of the training split, in Keras' permutation order."""
-        labels = {name: label for label, name in enumerate(self.class_names)}
-        return [(path, labels[pathlib.Path(path).relative_to(self.folders[0]).parts[0]])
-                for path in self.train.file_paths]
+        """[(path, label)] of the training split, in its order."""
+        return list(zip(self.train.paths, self.train.labels))
 
 
-def _class_folders(folder):
+def _subfolders(folder):
     try:
-        names = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+        return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     except OSError as error:
         raise DataError(f"cannot read {folder}: {error.strerror or error}") from None
+
+
+def find_layout(root):
+    """(train_dir, {"test": dir, "validation": dir}) for the layouts above;
+    DataError for a folder that fits none of them."""
+    root = pathlib.Path(root)
+    names = _subfolders(root)
+    held = [name for name in HELD_OUT if name in names]
+    if "train" not in names:
+        if held:  # not a class called "test": a split without its training part
+            raise DataError(f"{root} has {', '.join(n + '/' for n in held)} but no train/ folder beside it: put the "
+                            f"training images in {root / 'train'}/, one sub-folder per class")
+        return root, {}
+    others = [name for name in names if name not in ("train",) + HELD_OUT]
+    if others:
+        raise DataError(f"{root} has train/ and also {', '.join(n + '/' for n in others)}: expected train/ with "
+                        "optionally test/ and val/ (or validation/) beside it, each with one sub-folder per class")
+    if "val" in names and "validation" in names:
+        raise DataError(f"{root} has both val/ and validation/: keep one")
+    validation = root / ("val" if "val" in names else "validation")
+    splits = {}
+    if "test" in names:
+        splits["test"] = root / "test"
+        if validation.is_dir():
+            splits["validation"] = validation
+    elif validation.is_dir():
+        splits["test"] = validation  # the held-out split, used as the test set
+    return root / "train", splits
+
+
+def class_folders(folder):
+    """The class sub-folders of `folder` (sorted, hidden ones skipped); at
+    least two, or DataError."""
+    names = _subfolders(folder)
     if not names:
         raise DataError(f"no class sub-folders in {folder}; {LOCAL_COPY_HINT}")
+    if len(names) < 2:
+        raise DataError(f"{folder} has one class folder ({names[0]}/): a classifier needs at least two classes, "
+                        "one sub-folder of images each")
     return names
 
 
-def _files(folder, class_names):
-    """Every file under the class folders of `folder`, at any depth (as
-    Keras' loader walks them), in sorted order."""
-    for name in class_names:
-        for root, _, files in sorted(os.walk(pathlib.Path(folder) / name)):
-            for file in sorted(files):
-                yield pathlib.Path(root) / file
+def _is_skipped(name):
+    """Hidden files (.DS_Store, macOS `._name` files) and what file managers leave."""
+    return name.startswith(".") or name.lower() in FILE_MANAGER_FILES
 
 
-def check_image_files(folder, class_names):
-    """Returns the number of image files under the class folders of `folder`
-    (what Keras' loader will read: every file, at any depth, whose suffix it
-    reads), after checking each: another file (except hidden files and
-    `FILE_MANAGER_FILES`) or an image whose first bytes are not its format's
-    raises DataError naming it."""
-    count = 0
-    for path in _files(folder, class_names):
-        suffix = path.suffix.lower()
-        if suffix not in SIGNATURES:
-            if path.name.startswith(".") or path.name.lower() in FILE_MANAGER_FILES:
-                continue  # .DS_Store, Thumbs.db and the like: Keras skips them too
-            raise DataError(f"{path} is not an image file (expected one of {', '.join(IMAGE_SUFFIXES)})")
-        try:
-            with open(path, "rb") as handle:
-                head = handle.read(8)
-        except OSError as error:
-            raise DataError(f"cannot read image {path}: {error.strerror or error}") from None
-        if not head.startswith(SIGNATURES[suffix]):
-            raise DataError(f"cannot read image {path}: not a {suffix[1:].upper()} file")
-        count += 1
-    if count == 0:
+def index_files(folder, class_names):
+    """[(path, label)] of every image file under the class folders of
+    `folder`, at any depth, in Keras' order (class, then sorted walk),
+    skipping hidden files and folders. Reads names only; a file with another
+    suffix raises DataError naming it."""
+    files = []
+    for label, name in enumerate(class_names):
+        walked = []
+        for root, folders, names in os.walk(pathlib.Path(folder) / name):
+            folders[:] = [f for f in folders if not f.startswith(".")]  # not walked into
+            walked.append((root, names))
+        for root, names in sorted(walked, key=lambda entry: entry[0]):  # Keras' order
+            for file in sorted(names):
+                if _is_skipped(file):
+                    continue
+                if pathlib.Path(file).suffix.lower() not in SIGNATURES:
+                    raise DataError(f"{pathlib.Path(root) / file} is not an image file "
+                                    f"(expected one of {', '.join(IMAGE_SUFFIXES)})")
+                files.append((str(pathlib.Path(root) / file), label))
+    if not files:
         raise DataError(f"no images in the class folders of {folder}")
-    return count
+    return files
 
 
-def _keras_loader(folder, image_size, seed, **kwargs):
-    import contextlib
-    import io
-
-    import keras
-
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):  # its "Using N files for ..." lines
-            return keras.utils.image_dataset_from_directory(
-                folder, labels="inferred", label_mode="int", color_mode="rgb", batch_size=None,
-                image_size=tuple(image_size), interpolation="bilinear", seed=seed, verbose=False, **kwargs)
-    except ValueError as error:
-        raise DataError(f"cannot read the image folder {folder}: {error}") from None
+def _files(pairs, image_size):
+    return ImageFiles(tuple(p for p, _ in pairs), tuple(label for _, label in pairs), tuple(image_size))
 
 
 def open_image_folder(path, image_size=(32, 32), seed=0, limit=None, validation_split=None):
-    """Streams an image folder: `path/train/` and `path/test/` with one
-    sub-folder per class each, or class sub-folders only (then the test set
-    is a seeded 20% hold-out). Returns `FolderSplits`."""
-    path = pathlib.Path(path)
-    if (path / "train").is_dir() and (path / "test").is_dir():
-        train_dir, test_dir = path / "train", path / "test"
-    else:
-        train_dir, test_dir = path, None
-    class_names = _class_folders(train_dir)
-    total = check_image_files(train_dir, class_names)
-    if test_dir is not None:
-        if _class_folders(test_dir) != class_names:
-            raise DataError(f"{train_dir} and {test_dir} have different class folders")
-        n_test = check_image_files(test_dir, class_names)
-        held_out = 0
-    else:
-        n_test = held_out = max(1, round(total * TEST_FRACTION))
-    available = total - held_out
+    """The splits of an image folder (see the module's docstring), as
+    `FolderSplits` of `ImageFiles`; nothing is decoded here."""
+    train_dir, held_out = find_layout(path)
+    class_names = class_folders(train_dir)
+    for name, folder in held_out.items():
+        theirs = _subfolders(folder)
+        if theirs != class_names:
+            missing, extra = sorted(set(class_names) - set(theirs)), sorted(set(theirs) - set(class_names))
+            raise DataError(f"{train_dir} and {folder} have different class folders"
+                            + (f"; missing in {folder.name}/: {', '.join(missing)}" if missing else "")
+                            + (f"; only in {folder.name}/: {', '.join(extra)}" if extra else ""))
+    if "validation" in held_out and validation_split:
+        raise DataError(f"{held_out['validation']} is the validation set: drop --validation-split")
+    files = index_files(train_dir, class_names)
+    total = len(files)
+    order = np.random.RandomState(seed).permutation(total)  # Keras' own draw for `seed`
+    files = [files[i] for i in order]
+    n_test = held_out_count = 0 if "test" in held_out else max(1, round(total * TEST_FRACTION))
+    available = total - held_out_count
     used = available if limit is None else min(limit, available)
     n_val = round(used * validation_split) if validation_split else 0
     n_train = used - n_val
     if n_train < 1 or (validation_split and n_val < 1):
         raise DataError(f"{train_dir}: {total} images are too few for a training set"
                         + (" and a validation set" if validation_split else "")
-                        + (" and a test hold-out" if held_out else ""))
-
-    if n_train == total:
-        train, rest = _keras_loader(train_dir, image_size, seed, shuffle=True), None
-    else:
-        # Keras' split holds out the last int(split * total) files of its
-        # permutation; +0.5 makes that exactly total - n_train, so training
-        # is the first n_train and `rest` the others, in permutation order.
-        split = (total - n_train + 0.5) / total
-        train, rest = _keras_loader(train_dir, image_size, seed, shuffle=True,
-                                    validation_split=split, subset="both")
-    validation = rest.take(n_val) if n_val else None
-    if test_dir is not None:
-        test = _keras_loader(test_dir, image_size, seed, shuffle=False, class_names=class_names)
-    else:
-        test = rest.skip(total - n_train - n_test)
-    return FolderSplits(train=train, validation=validation, test=test,
-                        counts={"train": n_train, "validation": n_val, "test": n_test},
-                        class_names=class_names, folders=(train_dir,) if test_dir is None else (train_dir, test_dir))
+                        + (" and a test hold-out" if held_out_count else ""))
+    train = _files(files[:n_train], image_size)
+    validation = _files(files[n_train:n_train + n_val], image_size) if n_val else None
+    test = _files(files[total - n_test:], image_size) if n_test else None
+    for name, folder in held_out.items():
+        part = _files(index_files(folder, class_names), image_size)
+        if name == "test":
+            test = part
+        else:
+            validation = part
+    described = {"train": train_dir, **held_out}
+    description = (f"{pathlib.Path(path)}: {len(class_names)} classes; training from {described['train']}"
+                   + (f", validation from {held_out['validation']}" if "validation" in held_out else "")
+                   + (f", test set {held_out['test']}" if "test" in held_out else
+                      f", test set a seeded {TEST_FRACTION:.0%} of it"))
+    return FolderSplits(train=train, validation=validation, test=test, class_names=class_names,
+                        folders=(train_dir, *held_out.values()), description=description)
 
 
 def is_decode_error(error):
@@ -175,20 +284,18 @@ def is_decode_error(error):
     return isinstance(error, tf.errors.OpError) and "decode" in str(error).lower()
 
 
-def find_undecodable(folders, class_names):
-    """The first image under `folders` that TensorFlow cannot decode, as a
-    one-line message (run after the pipeline failed: a file that passed the
-    up-front check, e.g. one truncated after its header)."""
+def find_undecodable(parts):
+    """The first file of `parts` (ImageFiles) that TensorFlow cannot decode,
+    as a one-line message (run after the pipeline failed: a file that passed
+    the check of its first bytes, e.g. one truncated after its header)."""
     import tensorflow as tf
 
-    for folder in folders:
-        for path in _files(folder, class_names):
-            if path.suffix.lower() not in SIGNATURES:
-                continue
+    for part in parts:
+        for path in dict.fromkeys(part.paths if part is not None else ()):
             try:
                 tf.io.decode_image(tf.io.read_file(str(path)), channels=3, expand_animations=False)
             except tf.errors.OpError as error:
                 reason = (error.message or type(error).__name__).strip().splitlines()[0]
                 reason = re.sub(r"^\{\{.*?\}\}\s*|\s*\[Op:.*$", "", reason)  # TF's op decorations
                 return f"cannot read image {path}: {reason}"
-    return f"cannot decode an image in {', '.join(map(str, folders))}"
+    return "cannot decode an image of the data set"

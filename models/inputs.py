@@ -1,13 +1,29 @@
-"""What `Model.fit` and `evaluate` get from train.py's splits (`models.data.Splits`).
+"""What `Model.fit` and `evaluate` get from train.py's splits (`models.data.Splits`),
+and each process's share of them.
 
-Arrays go in as numpy arrays (Keras batches them); folders as batched,
-prefetched `tf.data` pipelines decoding images from disk. `--augment generator`
+Arrays go in as numpy uint8 arrays (Keras batches them); image files as
+batched, prefetched `tf.data` pipelines that decode only the files given
+(`models.folders.ImageFiles`), as uint8 too: pixels cross to the device as
+bytes and become floats inside the compiled step. `--augment generator`
 feeds `ImageDataGenerator.flow` (arrays) or `flow_from_directory` (folders)
 with the same arguments and the same training files.
+
+Shares, one rule for arrays and files: the split's items are permuted with
+the seed (the same permutation in every process), dealt round-robin, and
+each process keeps its share:
+- training (`process_share`): every share the same length, a multiple of the
+  devices it is split over, so that all processes run the same steps; at
+  most processes x devices - 1 items are left out;
+- evaluation (`evaluation_share`): every item, each in one share, the shares
+  padded to one length with items of weight 0, so that the loss and accuracy
+  combined over the processes are those of a single-process evaluation.
 """
 
+import math
 import os
 import pathlib
+
+from models.errors import DataError
 
 
 def batched(dataset, batch_size):
@@ -16,65 +32,155 @@ def batched(dataset, batch_size):
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
+class Feeds:
+    """The `fit`/`evaluate` arguments of each split, each built once, so that
+    a split's cache (`--cache`) fills during its first pass and serves every
+    later one, the final evaluation included.
+
+    caches: where decoded pixels are kept (None, `models.cache.MEMORY` or a
+    folder); cache_name(split, index, processes): the cache's name for a share.
+    """
+
+    def __init__(self, splits, batch_size, evaluation_batch_size, seed, caches=None, cache_name=None):
+        self.splits, self.seed = splits, seed
+        self.batch_size, self.evaluation_batch_size = batch_size, evaluation_batch_size
+        self.caches, self.cache_name = caches, cache_name or (lambda split, index=None, processes=None: split)
+        self._built, self._pixel_caches = {}, {}
+
+    def cache(self, split, part, index=None, processes=None):
+        """The PixelCache of one share of image files (None for arrays or
+        without --cache), one per name for the process's lifetime."""
+        if self.caches is None or isinstance(part, tuple):
+            return None
+        from models.cache import PixelCache
+
+        name = self.cache_name(split, index, processes)
+        if name not in self._pixel_caches:
+            self._pixel_caches[name] = PixelCache(self.caches, name, part)
+        return self._pixel_caches[name]
+
+    def files_dataset(self, split, part, shuffle, index=None, processes=None):
+        """The unbatched dataset of a share of image files: their first bytes
+        checked (unless a complete cache of exactly these files is reused:
+        then no image file is opened at all), cached with `--cache`."""
+        cache = self.cache(split, part, index, processes)
+        if cache is None or not cache.reused:
+            part.check()
+        return part.dataset(shuffle_seed=self.seed if shuffle else None, cache=cache)
+
+    def _arguments(self, split, shuffle):
+        part = getattr(self.splits, split)
+        batch_size = self.batch_size if split == "train" else self.evaluation_batch_size
+        if isinstance(part, tuple):
+            return fit_arguments(part, batch_size, shuffle=shuffle)
+        dataset = batched(self.files_dataset(split, part, shuffle), batch_size)
+        # fit's shuffle=True (its default) does nothing on a dataset but warn.
+        return {"x": dataset, **({"shuffle": False} if shuffle else {})}
+
+    def prepare(self, *splits):
+        """Builds the feeds of `splits` now (checking their files), before training."""
+        for split in splits:
+            if getattr(self.splits, split) is not None:
+                self.training() if split == "train" else self.evaluation(split)
+
+    def training(self):
+        if "train" not in self._built:
+            self._built["train"] = self._arguments("train", shuffle=True)
+        return self._built["train"]
+
+    def evaluation(self, split):
+        """x, y, ... of `evaluate` for a split ("validation" or "test")."""
+        if split not in self._built:
+            self._built[split] = self._arguments(split, shuffle=False)
+        return self._built[split]
+
+    def validation(self, split):
+        """`fit`'s validation_data (and validation_batch_size) for a split."""
+        arguments = self.evaluation(split)
+        if "y" not in arguments:
+            return {"validation_data": arguments["x"]}
+        data = tuple(arguments[key] for key in ("x", "y", "sample_weight") if key in arguments)
+        return {"validation_data": data, "validation_batch_size": arguments["batch_size"]}
+
+    def describe_caches(self):
+        return [cache.describe() for cache in self._pixel_caches.values()]
+
+
 def fit_arguments(part, batch_size, shuffle=False):
-    """Keyword arguments of `fit`/`evaluate` for one split: x, y, batch_size
-    (and shuffle) for arrays; x (a batched dataset, which Keras' loader
-    already reshuffles every epoch) for a stream."""
-    if isinstance(part, tuple):
-        return {"x": part[0], "y": part[1], "batch_size": batch_size, **({"shuffle": True} if shuffle else {})}
-    # fit's shuffle=True (its default) does nothing on a dataset but warn.
-    return {"x": batched(part, batch_size), **({"shuffle": False} if shuffle else {})}
+    """Keyword arguments of `fit`/`evaluate` for arrays: x, y, batch_size
+    (shuffle, sample_weight)."""
+    arguments = {"x": part[0], "y": part[1], "batch_size": batch_size}
+    if len(part) == 3:
+        arguments["sample_weight"] = part[2]
+    return {**arguments, **({"shuffle": True} if shuffle else {})}
 
 
-def validation_arguments(part, batch_size):
-    """`fit`'s validation_data (and validation_batch_size for arrays)."""
+def _select(part, indices, weights=None):
     if isinstance(part, tuple):
-        return {"validation_data": part, "validation_batch_size": batch_size}
-    return {"validation_data": batched(part, batch_size)}
+        images, labels = part[0][indices], part[1][indices]
+        return (images, labels) if weights is None else (images, labels, weights)
+    return part.select(indices, weights)
 
 
 def share_length(count, shares, multiple=1):
-    """Images in each of `shares` equal shares of `count`, a multiple of
-    `multiple` (the devices a share is split over), so that every process or
-    worker runs the same steps and every partial batch splits evenly; up to
-    shares * multiple - 1 images are left out."""
-    from models.data import DataError
-
+    """Items in each of `shares` equal training shares of `count`, a multiple
+    of `multiple` (the devices a share is split over); up to
+    shares * multiple - 1 items are left out."""
     length = (count // shares) // multiple * multiple
     if length == 0:
         raise DataError(f"{count} images cannot give each of {shares} process(es) {multiple} image(s)")
     return length
 
 
-def process_share(part, count, seed, index, processes, multiple):
-    """Process `index`'s share of one split (`share_length` images): on a
-    multi-process JAX cluster (`models.jax_cluster`), or with one process the
-    split trimmed to a multiple of `multiple` (the local device count).
-    Arrays are permuted with `seed` (the same permutation in every process,
-    so a class-sorted source is spread over all) and dealt round-robin.
-    Returns (part, count)."""
-    length = share_length(count, processes, multiple)
-    if isinstance(part, tuple):
-        import numpy as np
+def _dealt(count, seed, index, processes):
+    import numpy as np
 
-        images, labels = part
-        mine = np.random.default_rng(seed).permutation(len(images))[index::processes][:length]
-        return (images[mine], labels[mine]), length
-    # Every process draws the same shuffle (same seed), so the shards are disjoint.
-    return part.shard(processes, index).take(length), length
+    return np.random.default_rng(seed).permutation(count)[index::processes]
+
+
+def process_share(part, count, seed, index, processes, multiple):
+    """Process `index`'s training share of one split (arrays or ImageFiles):
+    `share_length` items, dealt round-robin from a permutation seeded with
+    `seed`. Returns (part, length)."""
+    length = share_length(count, processes, multiple)
+    return _select(part, _dealt(count, seed, index, processes)[:length]), length
+
+
+def evaluation_length(count, processes, multiple=1):
+    """The length every evaluation share is padded to."""
+    return math.ceil(math.ceil(count / processes) / multiple) * multiple
+
+
+def evaluation_share(part, count, seed, index, processes, multiple):
+    """Process `index`'s evaluation share of one split: its dealt items with
+    weight 1, then items of weight 0 (repeats of its first) up to
+    `evaluation_length`. Returns (part with weights, length)."""
+    import numpy as np
+
+    mine = list(_dealt(count, seed, index, processes))
+    length = evaluation_length(count, processes, multiple)
+    weights = np.concatenate([np.ones(len(mine), "float32"), np.zeros(length - len(mine), "float32")])
+    padding = [mine[0] if mine else 0] * (length - len(mine))
+    return _select(part, np.asarray(mine + padding, dtype=np.int64), weights), length
 
 
 def share_splits(splits, counts, seed, index, processes, multiple, names=("train", "validation", "test")):
-    """Replaces each named split of `splits` (a `models.data.Splits`) by its
-    `process_share` and its entry of `counts` by the share's size; returns
-    {name: images left out of this process's share}."""
+    """Replaces each named split of `splits` (a `models.data.Splits`) by this
+    process's share: the training split by `process_share` (its entry of
+    `counts` by the share's length), the others by `evaluation_share` (counts
+    unchanged: every item is evaluated). Returns {name: training items left
+    out of the shares altogether}."""
     left_out = {}
     for name in names:
         part = getattr(splits, name)
-        if part is not None:
+        if part is None:
+            continue
+        if name == "train":
             part, length = process_share(part, counts[name], seed, index, processes, multiple)
             left_out[name], counts[name] = counts[name] - length * processes, length
-            setattr(splits, name, part)
+        else:
+            part, _ = evaluation_share(part, counts[name], seed, index, processes, multiple)
+        setattr(splits, name, part)
     return left_out
 
 
@@ -101,17 +207,17 @@ def files_flow_from_directory_skips(files):
     return [path for path, _ in files if not str(path).lower().endswith(formats)]
 
 
-def generator_flow(splits, augmentation, batch_size, seed, scratch, count=None):
+def generator_flow(splits, augmentation, batch_size, seed, scratch):
     """`ImageDataGenerator(**augmentation)` over the training split, as the
     old path would: `flow` on arrays, `flow_from_directory` on a folder (via
-    `link_training_files` in the folder `scratch`; its first `count` files
-    when given)."""
+    `link_training_files` in the folder `scratch`)."""
     from keras.src.legacy.preprocessing.image import ImageDataGenerator
 
     generator = ImageDataGenerator(**augmentation)
     if splits.kind == "arrays":
         return generator.flow(*splits.train, batch_size=batch_size, shuffle=True, seed=seed)
-    folder = link_training_files(splits.folder.training_files()[:count], splits.folder.class_names, scratch)
+    folder = link_training_files(list(zip(splits.train.paths, splits.train.labels)), splits.folder.class_names,
+                                 scratch)
     return generator.flow_from_directory(
         folder, target_size=splits.image_shape[:2], color_mode="rgb", classes=splits.folder.class_names,
         class_mode="sparse", batch_size=batch_size, shuffle=True, seed=seed, follow_links=True,

@@ -3,121 +3,132 @@
 Keras 3.15's `Model.fit` and `evaluate` fail under MultiWorkerMirroredStrategy
 (its TensorFlow trainer all-reduces the first data batch as a nested structure
 and reduces scalar logs with `axis=0`, which collective ops reject). This is the
-standard custom loop from TensorFlow's multi-worker guide instead: a
-distributed dataset sharded by data, `strategy.run` per step, the loss averaged
-over the global batch; Keras' optimizer all-reduces the gradients. Arrays are
-sharded by data (tf.distribute's auto-sharding); a stream (an image folder)
-is read by every worker in the same seeded order, each keeping its share,
-the same number of images on every worker so that all run the same steps.
-The chief
-writes the checkpoint after every epoch (`models.checkpoints.write`, with its
-backup), and every worker reads it (train.py restores it before training).
+standard custom loop from TensorFlow's multi-worker guide instead:
+`distribute_datasets_from_function`, `strategy.run` per step, the loss averaged
+over the global batch; Keras' optimizer all-reduces the gradients.
+
+Every worker builds only its own share of each split (`models.inputs`: one
+rule for arrays and image files): it reads and decodes those files and no
+others. Training shares have one length, so all workers run the same steps;
+evaluation shares hold every item once, padded to one length with items of
+weight 0, and the weighted sums are all-reduced, so the loss and accuracy are
+those of a single-process evaluation. Callbacks get the epoch hooks
+(the checkpoint, written by the chief, then the report).
 """
 
-from models import checkpoints
+from models import inputs
 
 
-def worker_count(strategy):
-    """The number of workers in `strategy`'s cluster (1 without TF_CONFIG)."""
-    spec = strategy.cluster_resolver.cluster_spec()
-    return max(1, sum(spec.num_tasks(job) for job in spec.jobs if job in ("chief", "worker")))
+class MultiWorkerLoop:
+    """Fits and evaluates `model` (compiled in `strategy.scope()`) on the
+    splits of `feeds` (`models.inputs.Feeds`)."""
 
+    def __init__(self, model, strategy, feeds):
+        import keras
 
-def _distributed_dataset(strategy, train, count, global_batch, seed):
-    """The distributed dataset of `train`: (images, labels) arrays, or an
-    unbatched stream of (image, label) of which the workers train on `count`
-    per epoch (a multiple of the worker count), `count / workers` each."""
-    import tensorflow as tf
+        self.model, self.strategy, self.feeds = model, strategy, feeds
+        self.per_example_loss = keras.losses.SparseCategoricalCrossentropy(reduction=None)
+        self._datasets, self._steps = {}, {}
 
-    if isinstance(train, tuple):
-        x, y = train
-        options = tf.data.Options()
-        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-        dataset = (
-            tf.data.Dataset.from_tensor_slices((x, y))
-            .shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-            .batch(global_batch)
-            .with_options(options)
-        )
-        return strategy.experimental_distribute_dataset(dataset)
+    def _worker_dataset(self, name, context, training):
+        """This worker's share of split `name`, batched for its replicas."""
+        import tensorflow as tf
 
-    def per_worker(context):
-        # The stream's shuffle is seeded, so every worker sees the same order
-        # each epoch and the shards are disjoint.
-        return (train.shard(context.num_input_pipelines, context.input_pipeline_id)
-                .take(count // context.num_input_pipelines)
-                .batch(context.get_per_replica_batch_size(global_batch))
-                .prefetch(tf.data.AUTOTUNE))
+        feeds, index, workers = self.feeds, context.input_pipeline_id, context.num_input_pipelines
+        part = getattr(feeds.splits, name)
+        count = len(part[0]) if isinstance(part, tuple) else len(part)
+        if training:
+            share, _ = inputs.process_share(part, count, feeds.seed, index, workers, 1)
+        else:
+            share, _ = inputs.evaluation_share(part, count, feeds.seed, index, workers, 1)
+        shuffle = feeds.seed if training else None
+        if isinstance(share, tuple):
+            dataset = tf.data.Dataset.from_tensor_slices(share)
+            if shuffle is not None:
+                dataset = dataset.shuffle(len(share[0]), seed=shuffle, reshuffle_each_iteration=True)
+        else:
+            dataset = feeds.files_dataset(name, share, training, index, workers)
+        batch = feeds.batch_size if training else feeds.evaluation_batch_size
+        return dataset.batch(context.get_per_replica_batch_size(batch)).prefetch(tf.data.AUTOTUNE)
 
-    return strategy.distribute_datasets_from_function(per_worker)
+    def _dataset(self, name, training=False):
+        if name not in self._datasets:
+            self._datasets[name] = self.strategy.distribute_datasets_from_function(
+                lambda context: self._worker_dataset(name, context, training))
+        return self._datasets[name]
 
+    def _train_step(self):
+        import tensorflow as tf
 
-def fit_multiworker(model, strategy, train, count, *, epochs, global_batch, seed, callbacks,
-                    checkpoint_dir=None, initial_epoch=0, chief=True, validation=None):
-    """Trains `model` (compiled in `strategy.scope()`) on `count` images per
-    epoch of `train` ((images, labels) arrays, or an unbatched stream of
-    which `count`, a multiple of the worker count, are shared out) for the epochs
-    after `initial_epoch` (its weights already restored from `checkpoint_dir`
-    by train.py), calling the callbacks' epoch hooks with loss and accuracy,
-    and `val_loss`/`val_accuracy` on `validation` (arrays or a stream) when
-    given."""
-    import keras
-    import tensorflow as tf
+        model, strategy, global_batch = self.model, self.strategy, self.feeds.batch_size
 
-    per_example_loss = keras.losses.SparseCategoricalCrossentropy(reduction=None)
-    dataset = _distributed_dataset(strategy, train, count, global_batch, seed)
+        def replica_step(images, labels):
+            labels = tf.cast(labels, tf.int64)
+            with tf.GradientTape() as tape:
+                predictions = model(images, training=True)
+                losses = self.per_example_loss(labels, predictions)
+                loss = tf.nn.compute_average_loss(losses, global_batch_size=global_batch)
+            gradients = tape.gradient(loss, model.trainable_variables)
+            model.optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+            hits = tf.cast(tf.equal(tf.argmax(predictions, axis=-1), labels), tf.float32)
+            return tf.reduce_sum(losses), tf.reduce_sum(hits)
 
-    def replica_step(images, labels):
-        labels = tf.cast(labels, tf.int64)
-        with tf.GradientTape() as tape:
-            predictions = model(images, training=True)
-            losses = per_example_loss(labels, predictions)
-            loss = tf.nn.compute_average_loss(losses, global_batch_size=global_batch)
-        gradients = tape.gradient(loss, model.trainable_variables)
-        model.optimizer.apply_gradients(zip(gradients, model.trainable_variables))
-        hits = tf.cast(tf.equal(tf.argmax(predictions, axis=-1), labels), tf.float32)
-        return tf.reduce_sum(losses), tf.reduce_sum(hits)
+        @tf.function
+        def step(images, labels):
+            loss, hits = strategy.run(replica_step, args=(images, labels))
+            return strategy.reduce("SUM", loss, axis=None), strategy.reduce("SUM", hits, axis=None)
 
-    @tf.function
-    def train_step(images, labels):
-        loss, hits = strategy.run(replica_step, args=(images, labels))
-        return strategy.reduce("SUM", loss, axis=None), strategy.reduce("SUM", hits, axis=None)
+        return step
 
-    for epoch in range(initial_epoch, epochs):
+    def _evaluation_step(self):
+        import tensorflow as tf
+
+        model, strategy = self.model, self.strategy
+
+        def replica_step(images, labels, weights):
+            labels = tf.cast(labels, tf.int64)
+            predictions = model(images, training=False)
+            losses = self.per_example_loss(labels, predictions)
+            hits = tf.cast(tf.equal(tf.argmax(predictions, axis=-1), labels), tf.float32)
+            return tf.reduce_sum(losses * weights), tf.reduce_sum(hits * weights), tf.reduce_sum(weights)
+
+        @tf.function
+        def step(images, labels, weights):
+            sums = strategy.run(replica_step, args=(images, labels, weights))
+            return [strategy.reduce("SUM", value, axis=None) for value in sums]
+
+        return step
+
+    def fit(self, count, *, epochs, initial_epoch, callbacks, evaluate, verbose=0):
+        """Trains for the epochs after `initial_epoch` on `count` images per
+        epoch (the workers' shares together), calling the callbacks' epoch
+        hooks with loss and accuracy, and `val_loss`/`val_accuracy` from
+        `evaluate(model)` when given."""
+        step = self._train_step()
+        dataset = self._dataset("train", training=True)
         for callback in callbacks:
-            callback.on_epoch_begin(epoch)
-        total_loss = total_hits = 0.0
-        for images, labels in dataset:
-            loss, hits = train_step(images, labels)
-            total_loss += float(loss)
-            total_hits += float(hits)
-        logs = {"loss": total_loss / count, "accuracy": total_hits / count}
-        if validation is not None:
-            logs["val_loss"], logs["val_accuracy"] = evaluate_locally(model, validation)
-        if checkpoint_dir and chief:  # saved before the epoch is reported
-            checkpoints.write(model, checkpoint_dir, epoch + 1)
-        for callback in callbacks:
-            callback.on_epoch_end(epoch, logs)
+            callback.set_model(self.model)
+        for epoch in range(initial_epoch, epochs):
+            for callback in callbacks:
+                callback.on_epoch_begin(epoch)
+            total_loss = total_hits = 0.0
+            for images, labels in dataset:
+                loss, hits = step(images, labels)
+                total_loss += float(loss)
+                total_hits += float(hits)
+            logs = {"loss": total_loss / count, "accuracy": total_hits / count}
+            if evaluate is not None:
+                logs["val_loss"], logs["val_accuracy"] = evaluate(self.model)
+            for callback in callbacks:
+                callback.on_epoch_end(epoch, logs)
 
-
-def evaluate_locally(model, part, batch_size=256):
-    """Mean cross-entropy and accuracy on `part` ((images, labels) arrays or
-    an unbatched stream), computed on each worker alone (no collective ops;
-    every worker reads the whole split)."""
-    import numpy as np
-
-    if isinstance(part, tuple):
-        x, y = part
-        batches = ((x[start:start + batch_size], y[start:start + batch_size])
-                   for start in range(0, len(x), batch_size))
-    else:
-        batches = part.batch(batch_size).as_numpy_iterator()
-    total_loss, hits, count = 0.0, 0, 0
-    for images, labels in batches:
-        labels = np.asarray(labels, dtype="int64")
-        probabilities = np.asarray(model(images, training=False), dtype="float64")
-        chosen = np.clip(probabilities[np.arange(len(labels)), labels], 1e-7, 1 - 1e-7)  # as Keras clips
-        total_loss += float(-np.log(chosen).sum())
-        hits += int(np.sum(probabilities.argmax(axis=-1) == labels))
-        count += len(labels)
-    return total_loss / count, hits / count
+    def evaluate(self, name):
+        """Mean cross-entropy and accuracy over the whole split `name`."""
+        if "evaluate" not in self._steps:
+            self._steps["evaluate"] = self._evaluation_step()
+        step = self._steps["evaluate"]
+        total_loss = total_hits = total = 0.0
+        for images, labels, weights in self._dataset(name):
+            loss, hits, count = step(images, labels, weights)
+            total_loss, total_hits, total = total_loss + float(loss), total_hits + float(hits), total + float(count)
+        return total_loss / total, total_hits / total

@@ -155,19 +155,59 @@ def write_small_folder(root, seed):
     return root
 
 
+def single_process_evaluation(model, folder, image_size=(12, 12)):
+    """(loss, accuracy) of `model` on folder/test, in this one process."""
+    from models.folders import class_folders, index_files, open_image_folder
+
+    test = open_image_folder(folder, image_size).test
+    assert len(test) == len(index_files(folder / "test", class_folders(folder / "train")))
+    model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model.evaluate(test.dataset().batch(7), verbose=0)
+
+
+def assert_each_file_read_by_one_process(opens, folder, passes_train, passes_test, left_out, peek=0):
+    """Every training file of the shares opened `passes_train` times in all
+    (its first bytes checked once, then once per epoch), plus at most `peek`
+    (JAX: Keras' fit reads a first batch before training, to build its
+    metrics, and tf.data reads ahead of it), the `left_out` ones never; every
+    test file `passes_test` times. Had every process read every file (or the
+    same shard), files would be opened twice as often, or never."""
+    import collections
+
+    train = collections.Counter(opens.counts[str(p)] for p in (folder / "train").rglob("*.png"))
+    test = collections.Counter(opens.counts[str(p)] for p in (folder / "test").rglob("*.png"))
+    assert train[0] == left_out and sum(train.values()) == 105, train
+    assert set(train) - {0} <= set(range(passes_train, passes_train + peek + 1)), train
+    assert test == collections.Counter({passes_test: 30}), test
+
+
 def test_train_multiworker_from_an_image_folder(tmp_path):
-    """TensorFlow workers stream an image folder, each its equal share (105
-    images: 52 per worker, one left out), in lockstep, with the test set's
-    loss and accuracy after each epoch."""
+    """TensorFlow workers on an image folder: each reads and decodes only its
+    share (105 images: 52 per worker, one left out; the test set 15 each),
+    in lockstep, and the loss and accuracy they report are those of a
+    single-process evaluation of the trained model on the whole test set."""
+    import keras
+
+    import gpuaug  # noqa: F401  (registers the layer for load_model)
+    from file_opens import FileOpens
+
     folder = write_small_folder(tmp_path / "images", seed=0)
-    outs = run_two_workers(tmp_path, "--data-dir", str(folder), "--image-size", "12", "12", "--model", "tiny",
-                           "--epochs", "2")
+    export = tmp_path / "export"
+    with FileOpens(folder) as opens:
+        outs = run_two_workers(tmp_path, "--data-dir", str(folder), "--image-size", "12", "12", "--model", "tiny",
+                               "--epochs", "2", "--export", str(export))
     for out in outs:
         assert "training on 104 images" in out and "batch 64, 2 replica(s)" in out and "streamed from" in out
         assert "epoch 2:" in out and "test accuracy:" in out
     epoch_lines = [[line.split(", ", 2)[2] for line in out.splitlines() if line.startswith("epoch ")] for out in outs]
     assert epoch_lines[0] == epoch_lines[1] and len(epoch_lines[0]) == 2
     assert all(", test loss " in line for line in epoch_lines[0])
+    # 1 check + 2 epochs; the test set: 1 check + 2 epochs' evaluation + the final one.
+    assert_each_file_read_by_one_process(opens, folder, passes_train=3, passes_test=4, left_out=1)
+    loss, accuracy = single_process_evaluation(keras.models.load_model(export / "model.keras"), folder)
+    last = epoch_lines[0][-1]
+    assert f"test loss {loss:.4f}, test accuracy {accuracy:.4f}" in last, (last, loss, accuracy)
+    assert f"test accuracy: {accuracy:.4f}" in outs[0]
 
 
 def test_data_parallel_on_jax_draws_per_image_across_devices():
@@ -216,7 +256,7 @@ def test_jax_multi_host_trains_in_lockstep_draws_per_image_and_resumes(tmp_path)
                                     "--export", str(export))
     for index, log in enumerate(logs):
         # 256 images: a seeded shard of 128 per process, 32 per process and step.
-        assert f"process {index} of 2: 128 training and 500 test images, batch 32 of 64" in log
+        assert f"process {index} of 2: 128 training and 500 test images" in log
         assert "training on 256 images" in log and "2 replica(s)" in log
     # Lockstep: the same steps, the same parameters, the same (global) metrics.
     assert results[0]["iterations"] == results[1]["iterations"] == 2 * 4
@@ -256,16 +296,29 @@ def test_jax_cluster_flag_errors(backend, flags, message):
 
 
 def test_jax_multi_host_streams_an_image_folder(tmp_path):
-    """Two JAX processes on a folder: each streams the same seeded order and
-    keeps its share (105 images: 52 each), in lockstep."""
+    """Two JAX processes on a folder: each reads and decodes only its share
+    (105 images: 52 each, one left out; the test set 15 each), in lockstep,
+    and the figures are those of a single-process evaluation."""
     import numpy as np
 
+    from file_opens import FileOpens
+    from models.cifar10 import build_tiny_model
+
     folder = write_small_folder(tmp_path / "images", seed=1)
-    logs, results = run_jax_cluster(tmp_path, "--data-dir", str(folder), "--image-size", "12", "12")
+    with FileOpens(folder) as opens:
+        logs, results = run_jax_cluster(tmp_path, "--data-dir", str(folder), "--image-size", "12", "12")
     for index, log in enumerate(logs):
-        assert f"process {index} of 2: 52 training and 15 test images, batch 32 of 64" in log
+        assert f"process {index} of 2: 52 training and 15 test images" in log
         assert "training on 104 images" in log and "streamed from" in log
     assert results[0]["iterations"] == results[1]["iterations"] == 2  # 52 per process: 32 + 20
     for key in (k for k in results[0] if k.startswith("weight")):
         np.testing.assert_array_equal(results[0][key], results[1][key], err_msg=key)
-    assert results[0]["summary"]["test_accuracy"] == results[1]["summary"]["test_accuracy"]
+    summary = results[0]["summary"]
+    assert summary["test_accuracy"] == results[1]["summary"]["test_accuracy"]
+    # 1 check + 1 epoch (+ fit's first-batch peek); the test set: 1 check + the epoch's evaluation + the final one.
+    assert_each_file_read_by_one_process(opens, folder, passes_train=2, passes_test=3, left_out=1, peek=1)
+    model = build_tiny_model(input_shape=(12, 12, 3), num_classes=3)
+    model.set_weights([results[0][f"weight{k}"] for k in range(len(model.get_weights()))])
+    loss, accuracy = single_process_evaluation(model, folder)
+    assert summary["test_accuracy"] == pytest.approx(accuracy, abs=1e-6)
+    assert summary["epochs"][-1]["test_loss"] == pytest.approx(loss, rel=1e-5)

@@ -1,9 +1,11 @@
-"""Image folders streamed by Keras' image_dataset_from_directory: exact pixels,
-seeded --limit and hold-outs that keep every class, validation each epoch,
-flow_from_directory for --augment generator, bounded memory on a folder
-larger than it, larger images end to end, and the README's migration recipe."""
+"""Image folders: the layouts recognised (and refused), exact uint8 pixels
+decoded as Keras' loader decodes them, seeded --limit and hold-outs that keep
+every class, shares of the files, validation each epoch, flow_from_directory
+for --augment generator, bounded memory on a folder larger than it, larger
+images end to end, and the README's migration recipe."""
 
 import json
+import pathlib
 import re
 import subprocess
 import sys
@@ -20,12 +22,12 @@ from folder_tools import write_image_folder
 from models.data import load_data, open_data, split_arrays
 
 
-def labels_of(dataset):
-    return [int(label) for _, label in dataset.as_numpy_iterator()]
+def labels_of(files):
+    return [int(label) for _, label in files.dataset().as_numpy_iterator()]
 
 
-def images_of(dataset):
-    return np.stack([image for image, _ in dataset.as_numpy_iterator()])
+def images_of(files):
+    return np.stack([image for image, _ in files.dataset().as_numpy_iterator()])
 
 
 def sorted_images(images):
@@ -56,10 +58,10 @@ def test_folder_streams_the_exact_pixels_and_labels(tmp_path, cifar_arrays):
     assert splits.kind == "folder" and splits.counts == {"train": 60, "validation": 0, "test": 30}
     assert splits.num_classes == 3 and splits.image_shape == (32, 32, 3) and splits.validation is None
     train_images = images_of(splits.train)
-    assert train_images.dtype == np.float32 and train_images.max() <= 255.0
+    assert train_images.dtype == np.uint8  # bytes until the device
     # PNG is lossless and 32x32 needs no resizing: the same pixels, with their labels.
     assert sorted_images(train_images) == sorted_images(x[:60])
-    pairs = {np.asarray(i, np.uint8).tobytes(): int(l) for i, l in splits.train.as_numpy_iterator()}
+    pairs = {np.asarray(i, np.uint8).tobytes(): int(l) for i, l in splits.train.dataset().as_numpy_iterator()}
     assert all(pairs[image.tobytes()] == label for image, label in zip(x[:60], y[:60]))
     assert sorted_images(images_of(splits.test)) == sorted_images(x[60:])
     summary = train.run(train.parse_args(
@@ -105,40 +107,168 @@ def test_image_size_resizes(tmp_path):
     assert splits.counts["train"] + splits.counts["test"] == 5
 
 
-def test_file_manager_files_are_skipped_other_files_refused(tmp_path):
-    """A folder copied from a desktop holds .DS_Store, Thumbs.db, desktop.ini:
-    skipped as Keras' loader skips them; any other non-image file is refused."""
-    from models.data import DataError
-    from models.folders import check_image_files
+def test_file_manager_and_hidden_files_are_skipped_other_files_refused(tmp_path):
+    """A folder copied from a desktop holds .DS_Store, Thumbs.db, desktop.ini,
+    and from a Mac `._name.png` AppleDouble files and hidden folders: all
+    skipped; any other non-image file is refused."""
+    from models.errors import DataError
+    from models.folders import index_files
 
     write_image_folder(tmp_path, [np.zeros((8, 8, 3), np.uint8)] * 4, [0, 0, 1, 1])
-    for name in (".DS_Store", "Thumbs.db", "desktop.ini"):
-        (tmp_path / "cat" / name).write_bytes(b"\x00\x01 file manager data")
-    assert check_image_files(tmp_path, ["cat", "dog"]) == 4
-    assert open_data(str(tmp_path)).counts == {"train": 3, "validation": 0, "test": 1}
+    for name in (".DS_Store", "Thumbs.db", "desktop.ini", "._00000.png", "._00001.jpg"):
+        (tmp_path / "cat" / name).write_bytes(b"\x00\x05\x16\x07 resource fork data")
+    (tmp_path / "dog" / ".ipynb_checkpoints").mkdir()
+    (tmp_path / "dog" / ".ipynb_checkpoints" / "00002-checkpoint.png").write_bytes(b"not an image either")
+    assert len(index_files(tmp_path, ["cat", "dog"])) == 4
+    splits = open_data(str(tmp_path), image_size=(8, 8))
+    assert splits.counts == {"train": 3, "validation": 0, "test": 1}
+    splits.train.check()
+    assert len(images_of(splits.train)) == 3  # decodes: no AppleDouble file among them
     (tmp_path / "dog" / "labels.csv").write_text("file,label\n")
     with pytest.raises(DataError, match="labels.csv is not an image file"):
-        check_image_files(tmp_path, ["cat", "dog"])
+        index_files(tmp_path, ["cat", "dog"])
 
 
-def test_every_process_streams_the_same_order_so_shards_are_disjoint(tmp_path):
-    """Multi-process training from a folder (TensorFlow workers, JAX
-    processes) has each process build the stream and keep every P-th image:
-    the seeded shuffle gives every process the same order in every epoch, so
-    the shares are disjoint and together hold every training image."""
+def test_appledouble_files_do_not_stop_a_run(tmp_path):
+    write_image_folder(tmp_path, [np.full((8, 8, 3), i, np.uint8) for i in range(12)], [i % 2 for i in range(12)])
+    (tmp_path / "cat" / "._00000.png").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X")
+    result = run_cli("--data-dir", str(tmp_path), "--image-size", "8", "8", "--model", "tiny", "--epochs", "1",
+                     "--verbose", "0")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "training on 10 images" in result.stdout  # 12 files, 2 held out, the ._ file skipped
+
+
+def two_level(root, splits, classes=("cat", "dog", "ship"), per_class=6, size=8, seed=0):
+    """root/<split>/<class>/*.png for each split name, images of `size`."""
+    rng = np.random.default_rng(seed)
+    for split in splits:
+        images = rng.integers(0, 256, (per_class * len(classes), size, size, 3), dtype=np.uint8)
+        write_image_folder(root / split, images, [i % len(classes) for i in range(len(images))], names=classes)
+
+
+@pytest.mark.parametrize("layout, counts", [
+    (("train", "val"), {"train": 18, "validation": 0, "test": 18}),
+    (("train", "validation"), {"train": 18, "validation": 0, "test": 18}),
+    (("train",), {"train": 14, "validation": 0, "test": 4}),
+    (("train", "test"), {"train": 18, "validation": 0, "test": 18}),
+    (("train", "val", "test"), {"train": 18, "validation": 18, "test": 18}),
+])
+def test_split_layouts(tmp_path, layout, counts):
+    """train/ beside val/ (or validation/, or test/) is split by folder, not
+    read as two classes; train/ alone holds out 20%; all three: val/ is
+    validated after each epoch."""
+    two_level(tmp_path, layout)
+    splits = open_data(str(tmp_path), image_size=(8, 8))
+    assert splits.counts == counts and splits.num_classes == 3
+    assert splits.folder.class_names == ["cat", "dog", "ship"]
+    assert all(path.startswith(str(tmp_path / "train")) for path in splits.train.paths)
+    if "test" in layout:
+        assert all(path.startswith(str(tmp_path / "test")) for path in splits.test.paths)
+    elif len(layout) == 2:
+        assert all(path.startswith(str(tmp_path / layout[1])) for path in splits.test.paths)
+    if "val" in layout and "test" in layout:
+        assert all(path.startswith(str(tmp_path / "val")) for path in splits.validation.paths)
+    assert sorted(set(labels_of(splits.train))) == [0, 1, 2]
+
+
+def test_train_and_val_folders_train_a_classifier_of_their_classes(tmp_path):
+    two_level(tmp_path, ("train", "val"))
+    summary = train.run(train.parse_args(["--data-dir", str(tmp_path), "--image-size", "8", "8", "--model", "tiny",
+                                          "--epochs", "1", "--verbose", "0"]))
+    assert summary["model"].output_shape == (None, 3) and summary["train_images"] == 18
+    assert summary["validation"] == "test" and summary["epochs"][0]["test_loss"] > 0
+
+
+@pytest.mark.parametrize("make, fragments", [
+    (lambda root: two_level(root, ("train",), classes=("cat",)), ["has one class folder (cat/)", "at least two"]),
+    (lambda root: two_level(root, ("",), classes=("only",)), ["has one class folder (only/)"]),
+    (lambda root: (two_level(root, ("train",)), two_level(root, ("test",), classes=("cat", "dog", "bird"))),
+     ["different class folders", "missing in test/: ship", "only in test/: bird"]),
+    (lambda root: (two_level(root, ("train",)), two_level(root, ("val",), classes=("cat", "dog"))),
+     ["different class folders", "missing in val/: ship"]),
+    (lambda root: two_level(root, ("test", "val")), ["has test/, val/ but no train/ folder"]),
+    (lambda root: two_level(root, ("train", "extra")), ["has train/ and also extra/"]),
+    (lambda root: two_level(root, ("train", "val", "validation")), ["both val/ and validation/"]),
+])
+def test_folders_that_would_train_nonsense_are_refused_before_training(tmp_path, make, fragments):
+    make(tmp_path)
+    result = run_cli("--data-dir", str(tmp_path), "--image-size", "8", "8", "--epochs", "1", "--verbose", "0")
+    assert_one_line_error(result, *fragments)
+    assert "epoch 1" not in result.stdout and "training on" not in result.stdout
+
+
+def test_images_too_small_for_the_model_are_one_line(tmp_path):
+    two_level(tmp_path, ("train",))
+    result = run_cli("--data-dir", str(tmp_path), "--image-size", "8", "8", "--epochs", "1", "--verbose", "0")
+    assert_one_line_error(result, "--model cnn cannot take 8x8 images")
+    result = run_cli("--data-dir", str(tmp_path), "--image-size", "10", "10", "--epochs", "1", "--verbose", "0")
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_validation_split_beside_a_val_folder_is_refused(tmp_path):
+    two_level(tmp_path, ("train", "val", "test"))
+    result = run_cli("--data-dir", str(tmp_path), "--validation-split", "0.2", "--epochs", "1")
+    assert_one_line_error(result, "is the validation set: drop --validation-split")
+
+
+def test_image_size_with_cifar_batches_is_refused():
+    result = run_cli("--data-dir", str(CIFAR_DIR), "--image-size", "64", "64", "--epochs", "1")
+    assert_one_line_error(result, "--image-size 64 64", "CIFAR-10 batches are 32x32")
+    result = run_cli("--data-dir", str(CIFAR_DIR), "--image-size", "32", "32", "--limit", "64", "--epochs", "1",
+                     "--model", "tiny", "--verbose", "0")
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_shares_are_disjoint_and_cover_every_image():
+    """The share rule, alone: training shares of equal length, disjoint, a
+    multiple of the devices, at most shares x devices - 1 left out; evaluation
+    shares disjoint in their weighted items, covering all, padded with weight 0
+    to one length. The same for arrays and for image files."""
+    from models import inputs
+    from models.errors import DataError
+    from models.folders import ImageFiles
+
+    count = 103
+    arrays = (np.arange(count)[:, None], np.arange(count))
+    files = ImageFiles(tuple(f"f{i}.png" for i in range(count)), tuple(range(count)), (8, 8))
+
+    def ids(share):
+        return [int(x) for x in (share[1] if isinstance(share, tuple) else share.labels)]
+
+    for processes, devices in ((1, 1), (2, 1), (3, 2), (4, 8), (5, 3)):
+        for part in (arrays, files):
+            shares = [inputs.process_share(part, count, 7, i, processes, devices) for i in range(processes)]
+            lengths = {length for _, length in shares}
+            assert len(lengths) == 1 and lengths.pop() % devices == 0
+            taken = [x for share, _ in shares for x in ids(share)]
+            assert len(taken) == len(set(taken)) and count - len(taken) < processes * devices
+            evaluated = [inputs.evaluation_share(part, count, 7, i, processes, devices) for i in range(processes)]
+            assert len({length for _, length in evaluated}) == 1
+            real = []
+            for share, length in evaluated:
+                weights = share[2] if isinstance(share, tuple) else share.weights
+                assert len(weights) == length == len(ids(share)) and length % devices == 0
+                real += [x for x, w in zip(ids(share), weights) if w == 1]
+            assert sorted(real) == list(range(count))  # each item once, with weight 1
+    first = ids(inputs.process_share(arrays, count, 7, 0, 2, 1)[0])
+    assert first != sorted(first)  # dealt from a seeded permutation, not in the source's order
+    with pytest.raises(DataError, match="cannot give each of 4 process"):
+        inputs.process_share(arrays, 3, 0, 0, 4, 1)
+
+
+def test_a_process_reads_only_the_files_of_its_share(tmp_path):
+    """What a process decodes is its share: its dataset holds exactly the
+    images of its files, and the other files are not needed (deleted here)."""
+    from models import inputs
     from models.folders import open_image_folder
 
     write_image_folder(tmp_path, [np.full((4, 4, 3), i, np.uint8) for i in range(60)], [i % 3 for i in range(60)])
-    streams = [open_image_folder(tmp_path, (4, 4), seed=5).train for _ in range(2)]  # as two processes would
-    training = None
-    for _ in range(2):  # two epochs: a new order each epoch, the same in both processes
-        shares = [[int(image[0, 0, 0]) for image, _ in stream.shard(2, index).as_numpy_iterator()]
-                  for index, stream in enumerate(streams)]
-        assert not set(shares[0]) & set(shares[1])
-        assert training in (None, set(shares[0]) | set(shares[1]))
-        training = set(shares[0]) | set(shares[1])
-        order = shares
-    assert len(training) == 48 and order != [sorted(share) for share in order]
+    splits = open_image_folder(tmp_path, (4, 4), seed=5)
+    shares = [inputs.process_share(splits.train, len(splits.train), 5, i, 2, 1)[0] for i in range(2)]
+    for path in shares[1].paths:
+        pathlib.Path(path).unlink()  # process 0 must not need them
+    values = {int(image[0, 0, 0]) for image, _ in shares[0].dataset(shuffle_seed=1).as_numpy_iterator()}
+    assert values == {int(pathlib.Path(p).stem) for p in shares[0].paths} and len(values) == 24
 
 
 @pytest.mark.parametrize("source", ["batches", "folder"])
@@ -262,3 +392,122 @@ def test_the_readme_migration_recipe_runs(tmp_path):
     assert model.output_shape == (None, 3)
     # Same arguments as the generator's: the layer is the generator converted.
     assert list(model.layers[1].get_config()["zoom_range"]) == list(datagen.zoom_range)
+
+
+# --cache: decoded pixels kept across epochs and runs ----------------------------
+
+def cached_run(folder, *extra):
+    return run_cli("--data-dir", str(folder), "--image-size", "8", "8", "--model", "tiny", "--verbose", "0",
+                   "--batch-size", "8", *extra)
+
+
+def opened(opens, folder, split):
+    import collections
+
+    return collections.Counter(opens.counts[str(p)] for p in (folder / split).rglob("*.png"))
+
+
+def test_cache_in_memory_reads_each_file_once(tmp_path):
+    from file_opens import FileOpens
+
+    two_level(tmp_path, ("train", "test"))
+    with FileOpens(tmp_path) as opens:
+        result = cached_run(tmp_path, "--epochs", "3", "--cache")
+    assert result.returncode == 0, result.stderr[-2000:]
+    # Its first bytes checked, then decoded once; epochs 2 and 3 read no file.
+    assert opened(opens, tmp_path, "train") == {2: 18} and opened(opens, tmp_path, "test") == {2: 18}
+    with FileOpens(tmp_path) as opens:
+        result = cached_run(tmp_path, "--epochs", "3")
+    assert opened(opens, tmp_path, "train") == {4: 18}  # without: every epoch decodes again
+
+
+def test_cache_files_are_reused_by_a_resumed_run_and_rebuilt_when_the_folder_changes(tmp_path):
+    from file_opens import FileOpens
+
+    folder, cache, checkpoints = tmp_path / "data", tmp_path / "cache", tmp_path / "checkpoints"
+    two_level(folder, ("train", "test"))
+    with FileOpens(folder) as opens:
+        first = cached_run(folder, "--epochs", "1", "--cache", str(cache), "--checkpoint-dir", str(checkpoints))
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "--cache train: building" in first.stdout and opened(opens, folder, "train") == {2: 18}
+    built = sorted(p.name for p in cache.iterdir() if not p.name.startswith("."))
+    assert len(built) == 4  # train and test: an index and a data file each
+    with FileOpens(folder) as opens:
+        resumed = cached_run(folder, "--epochs", "3", "--cache", str(cache), "--checkpoint-dir", str(checkpoints))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "1 epoch(s) already done" in resumed.stdout and "--cache train: reusing" in resumed.stdout
+    assert sum(opens.counts.values()) == 0  # no image file opened at all
+    assert sorted(p.name for p in cache.iterdir() if not p.name.startswith(".")) == built
+    # One training image changes: its cache no longer matches and is rebuilt (the old one removed).
+    changed = sorted((folder / "train" / "cat").iterdir())[0]
+    Image.fromarray(np.full((8, 8, 3), 7, np.uint8)).save(changed)
+    with FileOpens(folder) as opens:
+        again = cached_run(folder, "--epochs", "1", "--cache", str(cache))
+    assert again.returncode == 0 and "--cache train: building" in again.stdout
+    assert "--cache test: reusing" in again.stdout and opened(opens, folder, "test") == {0: 18}
+    assert opened(opens, folder, "train") == {2: 18}
+    names = sorted(p.name for p in cache.iterdir() if not p.name.startswith("."))
+    assert len(names) == 4 and [n for n in names if n.startswith("test")] == [n for n in built if n.startswith("test")]
+
+
+def test_cached_pixels_equal_decoded_ones_and_an_unfinished_cache_is_rebuilt(tmp_path):
+    from models.cache import PixelCache
+    from models.folders import open_image_folder
+
+    two_level(tmp_path / "data", ("train",), size=10)
+    files = open_image_folder(tmp_path / "data", (8, 8)).train  # resized: rounded uint8
+    plain = images_of(files)
+    cache = PixelCache(tmp_path / "cache", "train", files)
+    prefix = str(cache.prefix)
+    # What a run killed during its first epoch leaves: tf.data's lock and partial file.
+    pathlib.Path(prefix + "_0.lockfile").write_text("")
+    pathlib.Path(prefix + "_0.data-00000-of-00001.tempstate123").write_text("partial")
+    cache.close()
+    cache = PixelCache(tmp_path / "cache", "train", files)  # as the next run would: rebuilds
+    assert not cache.reused and not list((tmp_path / "cache").glob("*tempstate*"))
+    cached = np.stack([image for image, _ in files.dataset(cache=cache).as_numpy_iterator()])
+    np.testing.assert_array_equal(cached, plain)
+    again = np.stack([image for image, _ in files.dataset(cache=cache).as_numpy_iterator()])
+    np.testing.assert_array_equal(again, plain)
+
+
+def test_a_cache_in_use_by_another_run_is_refused(tmp_path):
+    import fcntl
+
+    two_level(tmp_path / "data", ("train", "test"))
+    (tmp_path / "cache").mkdir()
+    with open(tmp_path / "cache" / ".train.lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        result = cached_run(tmp_path / "data", "--epochs", "1", "--cache", str(tmp_path / "cache"))
+    assert_one_line_error(result, "another run is using its train cache")
+
+
+def test_cache_on_cifar_batches_is_refused():
+    result = run_cli("--data-dir", str(CIFAR_DIR), "--cache", "--epochs", "1")
+    assert_one_line_error(result, "--cache keeps the decoded images of a folder")
+
+
+@pytest.mark.parametrize("source", ["batches", "folder"])
+def test_pixels_enter_the_compiled_step_as_uint8(source, cifar_png_folder):
+    """What crosses to the device is bytes: the batch the compiled training
+    step receives is uint8, 3,072 bytes per 32x32x3 image (float32 would be
+    12,288); the model casts it to float inside the step."""
+    from models import inputs
+    from models.cifar10 import build_tiny_model
+
+    splits = open_data(str(CIFAR_DIR) if source == "batches" else str(cifar_png_folder), limit=256)
+    feeds = inputs.Feeds(splits, 32, 64, seed=0)
+    model = build_tiny_model(input_shape=splits.image_shape)
+    model.compile(optimizer="rmsprop", loss="sparse_categorical_crossentropy", jit_compile=True)
+    seen, step = [], model.train_step
+
+    def recording_step(*args):
+        images = args[-1][0]
+        seen.append((keras.backend.standardize_dtype(images.dtype), int(np.prod(images.shape[1:])) *
+                     np.dtype(keras.backend.standardize_dtype(images.dtype)).itemsize))
+        return step(*args)
+
+    model.train_step = recording_step
+    model.fit(**feeds.training(), epochs=1, steps_per_epoch=2, verbose=0)
+    assert set(seen) == {("uint8", 32 * 32 * 3)}, seen
+    assert model.input.dtype == "float32"  # the Input takes uint8 (and float pixels, for serving)

@@ -1,0 +1,267 @@
+"""Where train.py trains: one home per topology.
+
+    OneDevice        --strategy default, any backend
+    TFMirrored       --strategy mirrored on TensorFlow (MirroredStrategy, one host)
+    JaxDataParallel  --strategy mirrored on JAX (keras.distribution.DataParallel)
+    TFMultiWorker    --strategy multiworker on TensorFlow (MultiWorkerMirroredStrategy,
+                     the custom loop of models/training_loop.py)
+    JaxMultiHost     --strategy multiworker on JAX (several processes, one DataParallel)
+
+Each knows how many devices share a batch (`replicas`), whether it writes
+the export and checkpoints (`chief`), how to take this process's share of
+the splits (`share`), how to fit and evaluate, and which checkpoint callback
+it uses. train.py's `run` is the same sequence for all of them; a new
+topology is one new class here.
+
+Evaluation is always over the whole split. Where the split is shared out
+over processes or devices, every share is padded to one length with items of
+weight 0 (`models.inputs.evaluation_share`): Keras then averages the weighted
+losses over every item, padding included, so the loss is scaled back by
+padded / real items, and the accuracy is the weighted one (the compiled
+`weighted_accuracy`); the figures equal a single-process evaluation.
+"""
+
+import contextlib
+
+from models import checkpoints, inputs
+
+
+class UsageError(Exception):
+    """A flag combination or cluster that cannot work; the message is one line."""
+
+
+class Topology:
+    """One device, any backend; the base of the others."""
+
+    name = "one device"
+    replicas = 1  # devices the global batch is split over
+    chief = True  # writes the export, the checkpoints, --metrics-json
+    processes, index = 1, 0
+    batch_is_global = False  # False: each process feeds global batch / processes images a step
+
+    def __init__(self):
+        self.padded = {}  # split name -> (real items, items evaluated over all processes)
+
+    def start(self):
+        """Joins a cluster or sets a distribution (after the data checks)."""
+
+    def scope(self):
+        return contextlib.nullcontext()
+
+    def share(self, splits, counts, seed):
+        """Replaces `splits`' parts by this process's share (and `counts`'
+        training entry by its size); returns a line to print, or None."""
+        return None
+
+    def _share_out(self, splits, counts, seed, index, processes, multiple):
+        """`inputs.share_splits`, remembering how much padding each evaluated split got."""
+        left_out = inputs.share_splits(splits, counts, seed, index, processes, multiple)
+        for name in ("validation", "test"):
+            if getattr(splits, name) is not None:
+                self.padded[name] = (counts[name], inputs.evaluation_length(counts[name], processes, multiple)
+                                     * processes)
+        return left_out.get("train", 0)
+
+    def cache_name(self, split, index=None, processes=None):
+        index, processes = (self.index, self.processes) if index is None else (index, processes)
+        return split if processes == 1 else f"{split}-process-{index}-of-{processes}"
+
+    def checkpoint_callback(self, folder):
+        return checkpoints.epoch_checkpoint(folder)
+
+    def fit(self, model, feeds, train_count, fit_kwargs):
+        """Trains with `Model.fit` on the training feed; `fit_kwargs` as fit's
+        (epochs, initial_epoch, callbacks, verbose), validating on
+        `validation` (a split name) after each epoch."""
+        validation = fit_kwargs.pop("validation")
+        model.fit(**feeds.training(), **feeds.validation(validation), **fit_kwargs)
+
+    def corrected(self, logs, name, prefix=""):
+        """(loss, accuracy) of split `name` from Keras logs, undoing the padding."""
+        if name not in self.padded:
+            return float(logs[prefix + "loss"]), float(logs[prefix + "accuracy"])
+        real, evaluated = self.padded[name]
+        return float(logs[prefix + "loss"]) * evaluated / real, float(logs[prefix + "weighted_accuracy"])
+
+    def evaluate(self, model, feeds, name):
+        """(loss, accuracy) over the whole split `name`, combined over the processes."""
+        return self.corrected(model.evaluate(**feeds.evaluation(name), verbose=0, return_dict=True), name)
+
+    def write_export(self, export_dir, publish, write):
+        """The chief publishes the export (`publish()`); returns what it returns."""
+        return publish() if self.chief else None
+
+
+OneDevice = Topology
+
+
+def _left_out_line(devices, left_out):
+    if not left_out:
+        return None
+    return (f"{devices} devices: every batch must split evenly over them, so {left_out} training image(s) "
+            "are left out")
+
+
+class TFMirrored(Topology):
+    """Every local GPU (or logical CPU device) of one host, one MirroredStrategy."""
+
+    name = "mirrored"
+
+    def __init__(self, generator):
+        super().__init__()
+        import tensorflow as tf
+
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        self.strategy = tf.distribute.MirroredStrategy([d.name for d in devices])
+        self.replicas = self.strategy.num_replicas_in_sync
+        self.generator = generator
+
+    def scope(self):
+        return self.strategy.scope()
+
+    def share(self, splits, counts, seed):
+        # tf.data splits uneven batches over the replicas; Keras' generator
+        # input does not (an AddN shape error or a hang), so there the training
+        # split is trimmed to a multiple of the replicas.
+        if not self.generator or self.replicas == 1:
+            return None
+        left_out = inputs.share_splits(splits, counts, seed, 0, 1, self.replicas, ("train",))["train"]
+        return _left_out_line(self.replicas, left_out)
+
+
+class JaxDataParallel(Topology):
+    """Every local device, one `keras.distribution.DataParallel`: every batch
+    must split evenly over the devices (JAX refuses an uneven one), so the
+    training split is trimmed to a multiple of them and the evaluated ones
+    padded."""
+
+    name = "mirrored"
+
+    def start(self):
+        import keras
+
+        keras.distribution.set_distribution(keras.distribution.DataParallel())
+        self.replicas = len(keras.distribution.distribution().device_mesh.devices.ravel())
+
+    def share(self, splits, counts, seed):
+        if self.replicas == 1:
+            return None
+        return _left_out_line(self.replicas, self._share_out(splits, counts, seed, 0, 1, self.replicas))
+
+
+class JaxMultiHost(Topology):
+    """Several processes, one DataParallel over all their devices (see
+    models/jax_cluster.py): each process feeds, reads and decodes only its
+    share of every split."""
+
+    name = "multiworker"
+
+    def __init__(self, coordinator_address, num_processes, process_id):
+        super().__init__()
+        self.cluster = (coordinator_address, num_processes, process_id)
+
+    def start(self):
+        from models import jax_cluster
+
+        try:
+            jax_cluster.initialize(*self.cluster)
+        except jax_cluster.ClusterError as error:
+            raise UsageError(str(error)) from None
+        self.index, self.processes, self.local_devices = jax_cluster.process_info()
+        self.replicas = self.processes * self.local_devices
+        self.chief = self.index == 0
+
+    def share(self, splits, counts, seed):
+        self._share_out(splits, counts, seed, self.index, self.processes, self.local_devices)
+        mine = counts["train"]
+        counts["train"] = mine * self.processes  # counts are totals, as everywhere
+        return (f"process {self.index} of {self.processes}: {mine} training and "
+                f"{self.padded['test'][1] // self.processes} test images")
+
+    def checkpoint_callback(self, folder):
+        from models import jax_cluster
+
+        return jax_cluster.checkpoint_callback(folder, self.chief)
+
+    def write_export(self, export_dir, publish, write):
+        from models import jax_cluster
+
+        # The chief's saves create variables, a collective operation on this
+        # mesh: the other processes write the same into scratch, then drop it.
+        return jax_cluster.save_on_every_process(lambda scratch: publish() if scratch is None else write(scratch),
+                                                 self.chief)
+
+
+class TFMultiWorker(Topology):
+    """Several TensorFlow workers (TF_CONFIG), trained by the custom loop of
+    models/training_loop.py: each worker reads and decodes only its share of
+    every split (`distribute_datasets_from_function`)."""
+
+    name = "multiworker"
+    batch_is_global = True  # distribute_datasets_from_function splits it per replica
+
+    def __init__(self):
+        super().__init__()
+        import tensorflow as tf
+
+        self.strategy = tf.distribute.MultiWorkerMirroredStrategy()  # before TensorFlow runs anything else
+        self.replicas = self.strategy.num_replicas_in_sync
+        resolver = self.strategy.cluster_resolver
+        cluster = resolver.cluster_spec().as_dict()
+        self.processes = max(1, sum(len(cluster.get(job, ())) for job in ("chief", "worker")))
+        if not cluster:
+            self.chief = True
+        elif "chief" in cluster:
+            self.chief = resolver.task_type == "chief"
+        else:
+            self.chief = resolver.task_type == "worker" and resolver.task_id == 0
+
+    def scope(self):
+        return self.strategy.scope()
+
+    def share(self, splits, counts, seed):
+        # Each worker cuts its shares inside the distributed datasets (by its
+        # input pipeline); here only the training split's common size.
+        counts["train"] = inputs.share_length(counts["train"], self.processes) * self.processes
+        return None
+
+    def checkpoint_callback(self, folder):
+        return checkpoints.epoch_checkpoint(folder) if self.chief else None  # the chief writes, all restore
+
+    def _loop(self, model, feeds):
+        from models.training_loop import MultiWorkerLoop
+
+        if getattr(self, "loop", None) is None or self.loop.model is not model:
+            self.loop = MultiWorkerLoop(model, self.strategy, feeds)
+        return self.loop
+
+    def fit(self, model, feeds, train_count, fit_kwargs):
+        import keras
+
+        validation = fit_kwargs.pop("validation")
+        loop = self._loop(model, feeds)
+        callbacks = [c for c in fit_kwargs.pop("callbacks") if not isinstance(c, keras.callbacks.ProgbarLogger)]
+        loop.fit(train_count, callbacks=callbacks, evaluate=lambda model: loop.evaluate(validation), **fit_kwargs)
+
+    def evaluate(self, model, feeds, name):
+        return self._loop(model, feeds).evaluate(name)
+
+
+def choose(args, backend):
+    """The topology of train.py's flags (before any data is read)."""
+    multiworker = args.strategy == "multiworker"
+    cluster = (args.coordinator_address, args.num_processes, args.process_id)
+    if cluster != (None, None, None) and not multiworker:
+        raise UsageError("--coordinator-address, --num-processes and --process-id need --strategy multiworker")
+    if multiworker and args.augment == "generator":
+        raise UsageError("--augment generator is not supported with --strategy multiworker")
+    if args.strategy == "default":
+        return OneDevice()
+    if backend == "jax":
+        return JaxMultiHost(*cluster) if multiworker else JaxDataParallel()
+    if backend != "tensorflow":
+        raise UsageError(f"--strategy {args.strategy} needs the TensorFlow or JAX backend")
+    if cluster != (None, None, None):
+        raise UsageError("--coordinator-address, --num-processes and --process-id are for the JAX backend; "
+                         "TensorFlow's multiworker reads the cluster from TF_CONFIG")
+    return TFMultiWorker() if multiworker else TFMirrored(args.augment == "generator")
