@@ -87,6 +87,12 @@ def parse_args(argv=None):
     augment.add_argument("--cval", type=float, default=0.0, help="fill value for --fill-mode constant")
     augment.add_argument("--shift-axes", choices=("reference", "named"), default="reference",
                          help="gpu only: 'named' fixes the reference's swapped shift axes")
+    augment.add_argument("--perspective-range", type=float, default=0.0, metavar="D",
+                         help="gpu only (the reference has none): corners move inward by up to D times half "
+                         "the image, D in [0, 1)")
+    augment.add_argument("--distortion-range", type=float, nargs="+", default=[0.0], metavar="K",
+                         help="gpu only: radial lens distortion, K: k1 in [-K, K] (> 0 barrel, < 0 "
+                         "pincushion); K K2: also k2 in [-K2, K2]; 3 K + 5 K2 < 1")
 
     training = parser.add_argument_group("training")
     training.add_argument("--model", choices=("cnn", "cnn-gap", "tiny"), default="cnn",
@@ -140,8 +146,14 @@ def parse_args(argv=None):
     # its messages name the keyword (`rotation_range`), the command line the flag.
     from gpuaug.config import AugmentationConfig
 
+    if len(args.distortion_range) > 2:
+        parser.error(f"--distortion-range takes K or K K2 (got {' '.join(map(str, args.distortion_range))})")
+    if args.augment != "gpu" and (args.perspective_range or any(args.distortion_range)):
+        parser.error(f"--perspective-range and --distortion-range need --augment gpu: ImageDataGenerator has "
+                     f"neither (got --augment {args.augment})")
     try:
-        AugmentationConfig.from_arguments(**augmentation_arguments(args), shift_axes=args.shift_axes)
+        AugmentationConfig.from_arguments(**augmentation_arguments(args), **beyond_reference_arguments(args),
+                                          shift_axes=args.shift_axes)
     except ValueError as error:
         parser.error(re.sub(r"`(\w+)`", lambda match: "--" + match.group(1).replace("_", "-"), str(error)))
     return args
@@ -162,6 +174,13 @@ def augmentation_arguments(args):
         fill_mode=args.fill_mode,
         cval=args.cval,
     )
+
+
+def beyond_reference_arguments(args):
+    """RandomTransform's arguments that ImageDataGenerator does not have."""
+    distortion = args.distortion_range
+    return dict(perspective_range=args.perspective_range,
+                distortion_range=distortion[0] if len(distortion) == 1 else list(distortion))
 
 
 def load_dataset(args):
@@ -281,8 +300,8 @@ def build_model(args, splits, topology):
     with topology.scope():
         augmentation = []
         if args.augment == "gpu":
-            augmentation = [gpuaug.RandomTransform(**augmentation_arguments(args), shift_axes=args.shift_axes,
-                                                   seed=args.seed, name="augment")]
+            augmentation = [gpuaug.RandomTransform(**augmentation_arguments(args), **beyond_reference_arguments(args),
+                                                   shift_axes=args.shift_axes, seed=args.seed, name="augment")]
         try:
             model = BUILDERS[args.model](augmentation, input_shape=splits.image_shape,
                                          num_classes=splits.num_classes)

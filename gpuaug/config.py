@@ -119,6 +119,30 @@ def parse_brightness_range(value):
     return (lower, upper)
 
 
+def parse_perspective_range(value):
+    accepted = "a number d in [0, 1) (each corner moves inward by up to d times half the image)"
+    _finite_real("perspective_range", value, 0, accepted)
+    if value >= 1:
+        raise ValueError(f"`perspective_range` must be {accepted}. Received: {value!r}")
+    return float(value)
+
+
+def parse_distortion_range(value):
+    """(k1 limit, k2 limit) from k or [k, k2]: k1 uniform in [-k, k], k2 in
+    [-k2, k2]; 3 k + 5 k2 < 1 keeps the radial map one-to-one over the image
+    (its derivative 1 + 3 k1 r^2 + 5 k2 r^4 stays positive for r <= 1)."""
+    accepted = ("a number k >= 0 (k1 uniform in [-k, k]) or two numbers [k, k2] >= 0 (and k2 uniform in "
+                "[-k2, k2]), with 3 k + 5 k2 < 1")
+    sequence = _as_sequence(value)
+    values = [value] if sequence is None else sequence
+    if not 1 <= len(values) <= 2 or not all(_is_real(v) and math.isfinite(v) and v >= 0 for v in values):
+        raise ValueError(f"`distortion_range` must be {accepted}. Received: {value!r}")
+    k1, k2 = (float(values[0]), float(values[1]) if len(values) == 2 else 0.0)
+    if 3 * k1 + 5 * k2 >= 1:
+        raise ValueError(f"`distortion_range` must be {accepted}. Received: {value!r}")
+    return (k1, k2)
+
+
 def _choice(name, value, accepted):
     if not isinstance(value, str) or value not in accepted:
         raise ValueError(
@@ -140,7 +164,10 @@ class AugmentationConfig:
 
     Units as in the reference: `rotation_range` and `shear_range` in degrees;
     shifts as `ShiftSpec`; `zoom_range` as (lower, upper) factors (> 1 zooms
-    out); `channel_shift_range`, `cval` in the input's pixel units.
+    out); `channel_shift_range`, `cval` in the input's pixel units. Beyond
+    the reference: `perspective_range` d in [0, 1) (corners move inward by up
+    to d times half the image), `distortion_range` (k1, k2) limits of the
+    radial lens coefficients.
     """
 
     rotation_range: float = 0.0
@@ -157,12 +184,16 @@ class AugmentationConfig:
     interpolation_order: int = 1
     shift_axes: str = "reference"
     center: str = "reference"
+    perspective_range: float = 0.0
+    distortion_range: tuple = (0.0, 0.0)
 
     @property
     def is_identity(self):
         """True when no argument asks for any random change."""
         return (
-            not self.rotation_range
+            not self.perspective_range
+            and self.distortion_range == (0.0, 0.0)
+            and not self.rotation_range
             and self.height_shift.kind == "none"
             and self.width_shift.kind == "none"
             and not self.shear_range
@@ -189,6 +220,8 @@ class AugmentationConfig:
         interpolation_order=1,
         shift_axes="reference",
         center="reference",
+        perspective_range=0.0,
+        distortion_range=0.0,
     ):
         order = interpolation_order
         if isinstance(order, bool) or order not in INTERPOLATION_ORDERS:
@@ -213,6 +246,8 @@ class AugmentationConfig:
             interpolation_order=int(order),
             shift_axes=_choice("shift_axes", shift_axes, SHIFT_AXES),
             center=_choice("center", center, CENTERS),
+            perspective_range=parse_perspective_range(perspective_range),
+            distortion_range=parse_distortion_range(distortion_range),
         )
 
 

@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from gpuaug import colour, config as config_lib, matrices, sampling, targets, warp
+from gpuaug import colour, config as config_lib, geometry as geometry_lib, sampling, targets, warp
 from gpuaug.distribute import ReplicaSeedGenerator
 
 
@@ -68,6 +68,15 @@ class RandomTransform(keras.layers.Layer):
             ...); needed only for boxes.
         mask_fill_value: what "segmentation_masks" get outside the image with
             `fill_mode="constant"` (e.g. an "ignore" class); default 0.
+        perspective_range: d in [0, 1), beyond the reference: each corner
+            moves inward, independently and uniformly, by up to d times half
+            the image's width (along x) and height (along y); the image is
+            shown inside the quadrilateral of the moved corners. Composed
+            into the same matrix: still one resampling.
+        distortion_range: k or [k, k2], beyond the reference: radial lens
+            distortion of the sampling coordinates (`gpuaug.lens`), k1
+            uniform in [-k, k] (k1 > 0 barrel, < 0 pincushion), k2 in
+            [-k2, k2]; 3 k + 5 k2 < 1. In the same resampling.
 
     Call arguments:
         images: (N, H, W, C) or one (H, W, C) image (channels first if so
@@ -105,6 +114,8 @@ class RandomTransform(keras.layers.Layer):
         seed=None,
         bounding_box_format=None,
         mask_fill_value=0,
+        perspective_range=0.0,
+        distortion_range=0.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -131,6 +142,8 @@ class RandomTransform(keras.layers.Layer):
             interpolation_order=interpolation_order,
             shift_axes=shift_axes,
             center=center,
+            perspective_range=perspective_range,
+            distortion_range=distortion_range,
         )
         self.data_format = config_lib.standardize_data_format(
             data_format, keras.config.image_data_format()
@@ -159,6 +172,8 @@ class RandomTransform(keras.layers.Layer):
             "seed": seed,
             "bounding_box_format": bounding_box_format,
             "mask_fill_value": mask_fill_value,
+            "perspective_range": perspective_range,
+            "distortion_range": _to_python(distortion_range),
         }
 
     # Shapes --------------------------------------------------------------
@@ -265,10 +280,9 @@ class RandomTransform(keras.layers.Layer):
 
     def _apply(self, images, transformation, height, width):
         augmentation = self.augmentation
-        transform = self._geometry(transformation, height, width)
         outputs = warp.warp_images(
             images,
-            transform,
+            self._geometry(transformation, height, width),
             fill_mode=augmentation.fill_mode,
             cval=augmentation.cval,
             interpolation_order=augmentation.interpolation_order,
@@ -284,9 +298,11 @@ class RandomTransform(keras.layers.Layer):
     # Targets (dict inputs) ------------------------------------------------
 
     def _geometry(self, transformation, height, width):
+        """The transformation dict's `geometry.Geometry`: one matrix per image
+        (perspective composed in) and the lens map, if any."""
         augmentation = self.augmentation
-        return matrices.transform_matrices(transformation, height, width, shift_axes=augmentation.shift_axes,
-                                           center=augmentation.center)
+        return geometry_lib.geometry(transformation, height, width, shift_axes=augmentation.shift_axes,
+                                     center=augmentation.center)
 
     def transform_segmentation_masks(self, masks, transformation):
         """Applies a transformation dict's geometry to (N, H, W, C) or

@@ -100,3 +100,77 @@ def transform_matrices(
         ops.stack([zeros, zeros, ones], axis=-1),
     ]
     return ops.stack(rows, axis=-2)
+
+
+def adjugate(matrices):
+    """(N, 3, 3) adjugates: the inverses up to a factor (the determinant)."""
+    m = [[matrices[:, i, j] for j in range(3)] for i in range(3)]
+
+    def cofactor(i, j):
+        rows = [r for r in range(3) if r != i]
+        cols = [c for c in range(3) if c != j]
+        minor = m[rows[0]][cols[0]] * m[rows[1]][cols[1]] - m[rows[0]][cols[1]] * m[rows[1]][cols[0]]
+        return minor if (i + j) % 2 == 0 else -minor
+
+    # adj[i][j] = cofactor(j, i)
+    return ops.stack([ops.stack([cofactor(j, i) for j in range(3)], axis=-1) for i in range(3)], axis=-2)
+
+
+def normalized(matrices):
+    """Homographies scaled so that their [2, 2] entry is 1 (affine ones are)."""
+    return matrices / matrices[:, 2:3, 2:3]
+
+
+def invert(matrices):
+    """(N, 3, 3) inverses of homographies (closed form), normalized."""
+    return normalized(adjugate(ops.cast(matrices, "float32")))
+
+
+def perspective_matrices(offsets, height, width):
+    """(N, 3, 3) pull homographies of a perspective distortion.
+
+    Args:
+        offsets: (N, 4, 2) displacements (dx, dy) in pixels of the corners
+            top-left, top-right, bottom-right, bottom-left, placed at the
+            corner pixels' centres (0, 0), (W - 1, 0), (W - 1, H - 1),
+            (0, H - 1); x along the columns, y down the rows.
+        height, width: the image's size in pixels.
+
+    Returns:
+        Matrices mapping an output (x, y, 1) to the input point sampled
+        there, so that each displaced corner samples its original corner:
+        the image appears inside the quadrilateral of the displaced corners.
+        Solved in closed form (Heckbert's square-to-quadrilateral map,
+        inverted by its adjugate); the identity for a degenerate
+        quadrilateral (an image one pixel high or wide).
+    """
+    offsets = ops.cast(offsets, "float32")
+    right = ops.cast(width, "float32") - 1.0
+    bottom = ops.cast(height, "float32") - 1.0
+    corners = ((0.0, 0.0), (right, 0.0), (right, bottom), (0.0, bottom))
+    x = [corners[k][0] + offsets[:, k, 0] for k in range(4)]
+    y = [corners[k][1] + offsets[:, k, 1] for k in range(4)]
+    # The projective map of the unit square onto the displaced corners:
+    # (0, 0) -> corner 0, (1, 0) -> 1, (1, 1) -> 2, (0, 1) -> 3.
+    sx, sy = x[0] - x[1] + x[2] - x[3], y[0] - y[1] + y[2] - y[3]
+    dx1, dx2, dy1, dy2 = x[1] - x[2], x[3] - x[2], y[1] - y[2], y[3] - y[2]
+    determinant = dx1 * dy2 - dx2 * dy1
+    degenerate = ops.abs(determinant) < 1e-6
+    determinant = ops.where(degenerate, 1.0, determinant)
+    g = (sx * dy2 - dx2 * sy) / determinant
+    h = (dx1 * sy - sx * dy1) / determinant
+    ones = ops.ones_like(g)
+    square_to_quad = ops.stack([
+        ops.stack([x[1] - x[0] + g * x[1], x[3] - x[0] + h * x[3], x[0]], axis=-1),
+        ops.stack([y[1] - y[0] + g * y[1], y[3] - y[0] + h * y[3], y[0]], axis=-1),
+        ops.stack([g, h, ones], axis=-1),
+    ], axis=-2)
+    zeros = ops.zeros_like(g)
+    square_to_image = ops.stack([
+        ops.stack([ones * right, zeros, zeros], axis=-1),
+        ops.stack([zeros, ones * bottom, zeros], axis=-1),
+        ops.stack([zeros, zeros, ones], axis=-1),
+    ], axis=-2)
+    pull = normalized(ops.matmul(square_to_image, adjugate(square_to_quad)))
+    identity = ops.broadcast_to(ops.eye(3, dtype="float32"), ops.shape(pull))
+    return ops.where(degenerate[:, None, None], identity, pull)

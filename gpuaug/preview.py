@@ -5,8 +5,11 @@
 
 Columns: the original image, then for each of --draws random draws the
 layer's output and `ImageDataGenerator.apply_transform`'s output for the same
-parameters. The title gives the largest difference. Needs scipy, pillow and
-matplotlib (the test requirements).
+parameters. The title gives the largest difference. With --perspective-range
+or --distortion-range (which the reference does not have) the columns are the
+layer's draws alone. Needs scipy, pillow and matplotlib (the test requirements).
+
+    python -m gpuaug.preview --perspective-range 0.5 --distortion-range 0.25 --out perspective.png
 """
 
 import argparse
@@ -34,6 +37,9 @@ def load_images(data_dir, count):
     return images[:count].astype("float32")
 
 
+BEYOND_REFERENCE = ("perspective_range", "distortion_range")
+
+
 def render(images, kwargs, draws, seed, path):
     import matplotlib
 
@@ -45,15 +51,18 @@ def render(images, kwargs, draws, seed, path):
     from gpuaug.reference import reference_apply
 
     layer = gpuaug.RandomTransform(**kwargs, seed=seed)
-    generator = ImageDataGenerator(**kwargs)
+    beyond = any(kwargs.get(name) for name in BEYOND_REFERENCE)
+    generator = ImageDataGenerator(**{k: v for k, v in kwargs.items() if k not in BEYOND_REFERENCE})
     columns = [("original", images)]
     worst = 0.0
-    for d in range(draws):
+    for d in range(draws * (2 if beyond else 1)):
         transformation = layer.get_random_transformation(images)
         ours = np.asarray(layer.transform_images(images, transformation))
-        reference = reference_apply(generator, images, transformation)
-        worst = max(worst, float(np.abs(ours - reference).max()))
-        columns += [(f"gpuaug #{d + 1}", ours), (f"reference #{d + 1}", reference)]
+        columns.append((f"gpuaug #{d + 1}", ours))
+        if not beyond:
+            reference = reference_apply(generator, images, transformation)
+            worst = max(worst, float(np.abs(ours - reference).max()))
+            columns.append((f"reference #{d + 1}", reference))
     fig, axes = plt.subplots(len(images), len(columns), figsize=(1.3 * len(columns), 1.3 * len(images)),
                              squeeze=False)
     for c, (title, batch) in enumerate(columns):
@@ -65,7 +74,9 @@ def render(images, kwargs, draws, seed, path):
             if r == 0:
                 ax.set_title(title, fontsize=7)
     settings = textwrap.fill(", ".join(f"{k}={v}" for k, v in kwargs.items()), 90)
-    fig.suptitle(f"{settings}\nmax |gpuaug - reference| = {worst:.4g} (0..255 scale)", fontsize=7)
+    compared = ("perspective and lens distortion: no reference (ImageDataGenerator has neither)" if beyond
+                else f"max |gpuaug - reference| = {worst:.4g} (0..255 scale)")
+    fig.suptitle(f"{settings}\n{compared}", fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     return worst
@@ -86,6 +97,8 @@ def main(argv=None):
     parser.add_argument("--channel-shift-range", type=float, default=20)
     parser.add_argument("--brightness-range", type=float, nargs=2, default=(0.7, 1.3))
     parser.add_argument("--fill-mode", choices=("constant", "nearest", "reflect", "wrap"), default="nearest")
+    parser.add_argument("--perspective-range", type=float, default=0.0, help="beyond the reference")
+    parser.add_argument("--distortion-range", type=float, default=0.0, help="beyond the reference")
     args = parser.parse_args(argv)
     kwargs = dict(
         rotation_range=args.rotation_range, width_shift_range=args.shift_range,
@@ -93,8 +106,11 @@ def main(argv=None):
         channel_shift_range=args.channel_shift_range, brightness_range=list(args.brightness_range),
         horizontal_flip=True, fill_mode=args.fill_mode,
     )
+    kwargs.update({k: v for k, v in (("perspective_range", args.perspective_range),
+                                     ("distortion_range", args.distortion_range)) if v})
     worst = render(load_images(args.data_dir, args.images), kwargs, args.draws, args.seed, args.out)
-    print(f"wrote {args.out}; max |gpuaug - reference| = {worst:.4g}")
+    print(f"wrote {args.out}" + ("" if any(kwargs.get(n) for n in BEYOND_REFERENCE)
+                                 else f"; max |gpuaug - reference| = {worst:.4g}"))
 
 
 if __name__ == "__main__":

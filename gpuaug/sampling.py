@@ -58,7 +58,30 @@ def _columns(config):
         needed.append("channel_shift_intensity")
     if config.brightness_range is not None:
         needed.append("brightness")
+    # Beyond the reference: drawn after its parameters, so they change no draw of those.
+    if config.perspective_range:
+        needed += [f"perspective_{k}" for k in range(8)]
+    for index, key in enumerate(("distortion_k1", "distortion_k2")):
+        if config.distortion_range[index]:
+            needed.append(key)
     return needed
+
+
+# Inward directions (x, y) of the corners top-left, top-right, bottom-right, bottom-left.
+CORNER_INWARD = ((1.0, 1.0), (-1.0, 1.0), (-1.0, -1.0), (1.0, -1.0))
+
+
+def _perspective(config, column, height, width):
+    """(N, 4, 2) corner displacements in pixels: each corner moves inward by
+    up to d (W - 1) / 2 along x and d (H - 1) / 2 along y, independently and
+    uniformly (d = `perspective_range`)."""
+    limits = (config.perspective_range * (ops.cast(width, "float32") - 1.0) / 2.0,
+              config.perspective_range * (ops.cast(height, "float32") - 1.0) / 2.0)
+    corners = []
+    for corner, inward in enumerate(CORNER_INWARD):
+        corners.append(ops.stack([column(f"perspective_{2 * corner + axis}") * inward[axis] * limits[axis]
+                                  for axis in (0, 1)], axis=-1))
+    return ops.stack(corners, axis=-2)
 
 
 def sample_transformation(config, batch_size, height, width, seed=None):
@@ -75,8 +98,13 @@ def sample_transformation(config, batch_size, height, width, seed=None):
         `height_shift_range`, scaled by the height) and `ty` (from
         `width_shift_range`, scaled by the width) in pixels, `zx`, `zy` zoom
         factors, `flip_horizontal`/`flip_vertical` as booleans. The colour keys
-        are None when their range is unset, as in the reference. All the
-        uniform numbers come from one `keras.random.uniform` call.
+        are None when their range is unset, as in the reference. Beyond the
+        reference, only when configured: `perspective` (N, 4, 2), the
+        displacement (dx, dy) in pixels (x along the columns, y down the
+        rows) of the corners top-left, top-right, bottom-right, bottom-left
+        (at the corner pixels' centres), and `distortion_k1`,
+        `distortion_k2` (N,), the radial lens coefficients. All the uniform
+        numbers come from one `keras.random.uniform` call.
     """
     names = _columns(config)
     zeros = ops.zeros((batch_size,), "float32")
@@ -106,4 +134,10 @@ def sample_transformation(config, batch_size, height, width, seed=None):
         )
     if "brightness" in names:
         transformation["brightness"] = _uniform(column("brightness"), *config.brightness_range)
+    if config.perspective_range:
+        transformation["perspective"] = _perspective(config, column, height, width)
+    for index, key in enumerate(("distortion_k1", "distortion_k2")):
+        if key in names:
+            limit = config.distortion_range[index]
+            transformation[key] = _uniform(column(key), -limit, limit)
     return transformation

@@ -3,9 +3,12 @@
 Coordinates: boxes and keypoints are continuous pixel coordinates as in
 Keras' `bounding_box_format`s, x along the columns and y along the rows,
 with pixel (row i, column j) covering [j, j + 1) x [i, i + 1) (its centre at
-j + 0.5, i + 0.5). The matrices of `matrices.transform_matrices` work on pixel
-indices (centre of column j at x = j) and pull (output -> input); targets need
-the push (input -> output): the inverse matrix, between a half-pixel shift.
+j + 0.5, i + 0.5). The images' `geometry.Geometry` works on pixel indices (centre of
+column j at x = j) and pulls (output -> input); targets need the push (input
+-> output): its inverse, between a half-pixel shift. With a perspective the
+enclosing box of a box's four moved corners contains the moved box (a
+homography keeps lines straight); with a lens it is the box of the four
+corners only (edges curve).
 """
 
 import numpy as np
@@ -18,35 +21,16 @@ BOX_FORMATS = ("xyxy", "yxyx", "xywh", "center_xywh", "center_yxhw",
                "rel_xyxy", "rel_yxyx", "rel_xywh", "rel_center_xywh")
 
 
-def forward_matrices(matrices):
-    """(N, 3, 3) input -> output maps: the inverses of the pull matrices
-    (affine, so in closed form)."""
-    m = ops.cast(matrices, "float32")
-    a, b, c = m[:, 0, 0], m[:, 0, 1], m[:, 0, 2]
-    d, e, f = m[:, 1, 0], m[:, 1, 1], m[:, 1, 2]
-    det = a * e - b * d
-    ia, ib, id_, ie = e / det, -b / det, -d / det, a / det
-    ic, if_ = -(ia * c + ib * f), -(id_ * c + ie * f)
-    zeros, ones = ops.zeros_like(a), ops.ones_like(a)
-    rows = [ops.stack([ia, ib, ic], -1), ops.stack([id_, ie, if_], -1), ops.stack([zeros, zeros, ones], -1)]
-    return ops.stack(rows, axis=-2)
-
-
-def move_points(points, matrices):
+def move_points(points, geometry, height, width):
     """Pushes (N, ..., 2) points (x, y, continuous pixel coordinates) through
-    the images' transforms; returns float32 of the same shape (no reshape, so
-    empty batches and zero points pass on every backend)."""
-    forward = forward_matrices(matrices)
+    the images' `geometry.Geometry` (the inverse of its pull map: closed form
+    for the matrix, `lens.undistort` for a lens). Returns float32 points of
+    the same shape (no reshape, so empty batches and zero points pass on every
+    backend) and `found` ((N, ...) booleans, or None without a lens: False
+    where the lens shows the point nowhere)."""
     points = ops.cast(points, "float32") - 0.5  # pixel centres at integers
-    x, y = points[..., 0], points[..., 1]
-    rank = len(ops.shape(x))
-
-    def coefficient(row, col):  # (N,) -> (N, 1, ..., 1), broadcasting over the points
-        return ops.reshape(forward[:, row, col], (-1,) + (1,) * (rank - 1))
-
-    new_x = coefficient(0, 0) * x + coefficient(0, 1) * y + coefficient(0, 2)
-    new_y = coefficient(1, 0) * x + coefficient(1, 1) * y + coefficient(1, 2)
-    return ops.stack([new_x, new_y], axis=-1) + 0.5
+    x, y, found = geometry.forward_points(points[..., 0], points[..., 1], height, width)
+    return ops.stack([x, y], axis=-1) + 0.5, found
 
 
 def is_missing_keypoint(keypoints):
@@ -56,25 +40,28 @@ def is_missing_keypoint(keypoints):
     return (keypoints[..., 0] == KEYPOINT_OUTSIDE) & (keypoints[..., 1] == KEYPOINT_OUTSIDE)
 
 
-def transform_keypoints(keypoints, matrices, height, width):
-    """(N, K, 2) keypoints (x, y) moved with their images; a keypoint that
-    ends outside [0, width) x [0, height) gets KEYPOINT_OUTSIDE (-1) for both
-    coordinates, never a wrapped or clipped position. A keypoint that is
+def transform_keypoints(keypoints, geometry, height, width):
+    """(N, K, 2) keypoints (x, y) moved with their images (`geometry`: their
+    `geometry.Geometry`); a keypoint that ends outside [0, width) x
+    [0, height) (or that a lens shows nowhere) gets KEYPOINT_OUTSIDE (-1) for
+    both coordinates, never a wrapped or clipped position. A keypoint that is
     already (-1, -1) (missing, or padding) stays (-1, -1): it is not moved."""
-    moved = move_points(keypoints, matrices)
+    moved, found = move_points(keypoints, geometry, height, width)
     x, y = moved[..., 0], moved[..., 1]
     inside = (x >= 0.0) & (x < ops.cast(width, "float32")) & (y >= 0.0) & (y < ops.cast(height, "float32"))
     keep = inside & ~is_missing_keypoint(keypoints)
+    if found is not None:
+        keep = keep & found
     return ops.where(keep[..., None], moved, KEYPOINT_OUTSIDE)
 
 
-def transform_bounding_boxes(bounding_boxes, matrices, height, width, bounding_box_format):
+def transform_bounding_boxes(bounding_boxes, geometry, height, width, bounding_box_format):
     """Boxes moved with their images, as Keras' image layers do it.
 
     Args:
         bounding_boxes: {"boxes": (N, B, 4), "labels": (N, B)} (labels
             optional) in `bounding_box_format`.
-        matrices: the images' (N, 3, 3) pull matrices.
+        geometry: the images' `geometry.Geometry`.
 
     Returns:
         The same structure: each box's four corners pushed through the
@@ -90,7 +77,7 @@ def transform_bounding_boxes(bounding_boxes, matrices, height, width, bounding_b
     x1, y1, x2, y2 = boxes[..., 0], boxes[..., 1], boxes[..., 2], boxes[..., 3]
     corners = ops.stack([ops.stack([x1, y1], -1), ops.stack([x2, y1], -1),
                          ops.stack([x1, y2], -1), ops.stack([x2, y2], -1)], axis=-2)  # (N, B, 4, 2)
-    moved = move_points(corners, matrices)
+    moved, _ = move_points(corners, geometry, height, width)
     # Element-wise over the four corners, not a reduction: TensorFlow's
     # reductions refuse empty tensors, and (N, 0, 4) boxes must pass through.
     corner = [moved[..., k, :] for k in range(4)]
@@ -146,9 +133,9 @@ def check_masks_survive_the_backend(masks):
                          f"the model, or relabel the masks into {np.dtype(narrow).name}'s range.")
 
 
-def transform_masks(masks, matrices, fill_mode, fill_value):
-    """(N, H, W, C) masks resampled with their images' matrices: the nearest
-    pixel (order 0), no colour change, `fill_value` outside for "constant"
-    (other modes fill as the images do), in the masks' own dtype."""
-    return warp.warp_images(masks, matrices, fill_mode=fill_mode, cval=fill_value,
+def transform_masks(masks, geometry, fill_mode, fill_value):
+    """(N, H, W, C) masks resampled with their images' `geometry.Geometry`:
+    the nearest pixel (order 0), no colour change, `fill_value` outside for
+    "constant" (other modes fill as the images do), in the masks' own dtype."""
+    return warp.warp_images(masks, geometry, fill_mode=fill_mode, cval=fill_value,
                             interpolation_order=0, keep_dtype=True)

@@ -24,6 +24,9 @@ image is gathered on its own with indices below H*W (`index_mode`).
 import keras
 from keras import ops
 
+from gpuaug import lens
+from gpuaug.geometry import HORIZON, Geometry
+
 INT32_LIMIT = 2**31  # indices 0 .. 2**31 - 1 fit in int32
 INDEX_MODES = ("int32", "int64", "per_image")
 
@@ -160,15 +163,16 @@ def _lerp(a, b, t):
 
 def warp_images(
     images, matrices, fill_mode="nearest", cval=0.0, interpolation_order=1, index_mode=None,
-    keep_dtype=False,
+    keep_dtype=False, projective=False, distortion=None,
 ):
-    """Resamples each image once through its matrix.
+    """Resamples each image once through its matrix (and lens map).
 
     Args:
         images: float tensor (N, H, W, C), channels last.
         matrices: float32 (N, 3, 3) from `matrices.transform_matrices`
             (or (1, 3, 3) for every image), mapping output (column, row, 1)
-            to the input point sampled.
+            to the input point sampled; or a `geometry.Geometry`, whose
+            `projective` and `distortion` then apply.
         fill_mode: "constant", "nearest", "reflect" or "wrap" (scipy's).
         cval: value outside the image for "constant", in pixel units.
         interpolation_order: 0 (nearest pixel) or 1 (bilinear).
@@ -176,10 +180,16 @@ def warp_images(
             "int32", "int64", "per_image" to force it (same pixels).
         keep_dtype: with order 0, gather in the input's dtype (exact for any
             integer, e.g. segmentation labels) and give `cval` that dtype.
+        projective: divide by the matrices' third row (a homography: a
+            perspective); False uses the affine rows only.
+        distortion: None or (k1, k2) of a radial lens map (`gpuaug.lens`)
+            applied to the sampling coordinates before the one gather.
 
     Returns:
         (N, H, W, C): float32, or the input's dtype with `keep_dtype`.
     """
+    if isinstance(matrices, Geometry):
+        matrices, projective, distortion = matrices
     if keep_dtype and interpolation_order != 0:
         raise ValueError("`keep_dtype` needs `interpolation_order=0` (nearest pixel).")
     if not keep_dtype:
@@ -190,11 +200,16 @@ def warp_images(
     cols = ops.cast(ops.arange(width), "float32")[None, None, :]
     # One matrix for all images (N = 1) is repeated: the gathers are flat.
     matrices = ops.broadcast_to(ops.cast(matrices, "float32"), (batch, 3, 3))
-    m = matrices[:, :2, :, None, None]
+    m = matrices[:, :, :, None, None]
     # Separable: a per-column term (N, 1, W) plus a per-row term (N, H, 1),
     # so each output pixel costs one addition per coordinate.
     x = (m[:, 0, 0] * cols + m[:, 0, 2]) + m[:, 0, 1] * rows
     y = (m[:, 1, 0] * cols + m[:, 1, 2]) + m[:, 1, 1] * rows
+    if projective:
+        w = ops.maximum((m[:, 2, 0] * cols + m[:, 2, 2]) + m[:, 2, 1] * rows, HORIZON)
+        x, y = x / w, y / w
+    if distortion is not None:
+        x, y = lens.distort(x, y, distortion[0], distortion[1], height, width)
     x_indices, x_fraction, x_inside = sample_points(
         x, width, fill_mode, interpolation_order
     )

@@ -19,7 +19,7 @@ FILL_MODES = ("constant", "nearest", "reflect", "wrap")
 KWARGS = dict(
     rotation_range=30, width_shift_range=0.2, height_shift_range=0.2, shear_range=15,
     zoom_range=0.2, horizontal_flip=True, vertical_flip=True,
-    channel_shift_range=20.0, brightness_range=[0.7, 1.3],
+    channel_shift_range=20.0, brightness_range=[0.7, 1.3], perspective_range=0.3, distortion_range=0.1,
 )
 
 

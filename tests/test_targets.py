@@ -151,7 +151,7 @@ def test_boxes_that_leave_the_image_are_marked_as_keras_marks_them():
 def forward_float64(layer, transformation, height, width, x, y):
     """Where the point (x, y) (continuous pixel coordinates) of image 0 goes,
     by the inverse of its pull matrix in float64 (numpy's own inverse)."""
-    pull = np.asarray(layer._geometry(transformation, height, width), "float64")[0]
+    pull = np.asarray(layer._geometry(transformation, height, width).matrices, "float64")[0]
     fx, fy, w = np.linalg.inv(pull) @ np.array([x - 0.5, y - 0.5, 1.0])
     return fx / w + 0.5, fy / w + 0.5
 
