@@ -203,6 +203,23 @@ class AugmentationConfig:
             and not (self.horizontal_flip or self.vertical_flip)
         )
 
+    @property
+    def moves_whole_pixels(self):
+        """True when every draw moves pixels by whole pixels only: flips and
+        shifts of an int n (or a list of whole numbers of pixels), with no
+        rotation, shear, zoom, perspective or lens. Every sampling point is
+        then a pixel's centre, where bilinear interpolation returns that
+        pixel: the warp is a copy (one gather, no blend; `RandomTransform`
+        takes that path)."""
+
+        def whole(spec):
+            return spec.kind in ("none", "integers") or (
+                spec.kind == "choice" and not spec.scale_by_size and all(float(v).is_integer() for v in spec.values))
+
+        return (not self.rotation_range and not self.shear_range and self.zoom_range == (1.0, 1.0)
+                and not self.perspective_range and self.distortion_range == (0.0, 0.0)
+                and whole(self.height_shift) and whole(self.width_shift))
+
     @classmethod
     def from_arguments(
         cls,

@@ -260,6 +260,12 @@ class RandomTransform(keras.layers.Layer):
         be replayed on other inputs (a mask with `interpolation_order=0`).
         Geometry and flips are one matrix per image and one resampling.
         """
+        return self._transform_images(images, transformation)
+
+    def _transform_images(self, images, transformation, whole_pixels=False):
+        """`transform_images`; `whole_pixels`: the dict moves whole pixels
+        only (drawn from a configuration that `moves_whole_pixels`), so the
+        warp is a copy: one gather of the nearest (= the sampled) pixel."""
         shape = self._check_images(images)
         images = ops.convert_to_tensor(images)
         single = len(shape) == 3
@@ -271,21 +277,22 @@ class RandomTransform(keras.layers.Layer):
         if any(isinstance(d, int) and d == 0 for d in ops.shape(images)):
             outputs = ops.cast(images, "float32")  # nothing to resample
         else:
-            outputs = self._apply(images, transformation, height, width)
+            outputs = self._apply(images, transformation, height, width, whole_pixels)
         if self.data_format == "channels_first":
             outputs = ops.transpose(outputs, (0, 3, 1, 2))
         if single:
             outputs = outputs[0]
         return ops.cast(outputs, self.compute_dtype)
 
-    def _apply(self, images, transformation, height, width):
+    def _apply(self, images, transformation, height, width, whole_pixels=False):
         augmentation = self.augmentation
         outputs = warp.warp_images(
             images,
             self._geometry(transformation, height, width),
             fill_mode=augmentation.fill_mode,
             cval=augmentation.cval,
-            interpolation_order=augmentation.interpolation_order,
+            # At pixel centres, order 0 (one gather) gives order 1's pixels.
+            interpolation_order=0 if whole_pixels else augmentation.interpolation_order,
         )
         intensity = transformation.get("channel_shift_intensity")
         if intensity is not None:
@@ -372,7 +379,7 @@ class RandomTransform(keras.layers.Layer):
         if "segmentation_masks" in data:
             self._check_mask_size(ops.shape(data["segmentation_masks"]), height, width, ops.shape(images))
         transformation = self.get_random_transformation(images)
-        outputs["images"] = self.transform_images(images, transformation)
+        outputs["images"] = self._transform_images(images, transformation, self.augmentation.moves_whole_pixels)
         if "segmentation_masks" in data:
             outputs["segmentation_masks"] = self.transform_segmentation_masks(data["segmentation_masks"],
                                                                               transformation)
@@ -399,7 +406,8 @@ class RandomTransform(keras.layers.Layer):
             return self._call_dict(images, training)
         if not training or self.augmentation.is_identity:
             return ops.cast(images, self.compute_dtype)
-        return self.transform_images(images, self.get_random_transformation(images))
+        return self._transform_images(images, self.get_random_transformation(images),
+                                      self.augmentation.moves_whole_pixels)
 
     def get_config(self):
         config = super().get_config()

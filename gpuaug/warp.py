@@ -113,13 +113,19 @@ def flat_index(image, row, col, height, width, dtype):
     return image * ops.cast(height * width, dtype) + row * ops.cast(width, dtype) + col
 
 
+GATHER_FORMS = ("separate", "stacked", "scalar")
+
+
 def gather_form():
-    """How the taps are gathered: "stacked" (one gather of (N, H, W, taps)
-    indices) on JAX, "separate" (one 1-D gather per tap) elsewhere: the form
-    each XLA front end compiles best, measured on CPU (on TensorFlow the
-    separate gathers run about 2.5x faster alone, on JAX the stacked one
-    1.5x; `python -m benchmarks.gather_forms` compares them)."""
-    return "stacked" if keras.backend.backend() == "jax" else "separate"
+    """How the taps are gathered, chosen by what the warp adds inside a
+    compiled training step (`python -m benchmarks.in_step`):
+
+    - "separate": one gather of (1, C) pixel rows per tap (TensorFlow's choice);
+    - "stacked": one gather of (N, H, W, taps) row indices;
+    - "scalar": one gather of single values per tap, at pixel * C + channel
+      (JAX's choice: its XLA compiles row gathers about half as fast).
+    """
+    return "scalar" if keras.backend.backend() == "jax" else "separate"
 
 
 def _gather(images, pairs, mode):
@@ -147,9 +153,13 @@ def _gather(images, pairs, mode):
             index = ops.broadcast_to(index, ops.shape(index)[:2] + (channels,))
             taps.append(ops.reshape(ops.take_along_axis(pixels, index, axis=1), shape))
         return taps
-    pixels = ops.reshape(images, (-1, channels))
     image = ops.arange(batch, dtype=mode)[:, None, None]
     indices = [flat_index(image, row, col, height, width, mode) for row, col in pairs]
+    if gather_form() == "scalar":
+        values = ops.reshape(images, (-1,))
+        channel = ops.arange(channels, dtype=mode)
+        return [ops.take(values, index[..., None] * ops.cast(channels, mode) + channel, axis=0) for index in indices]
+    pixels = ops.reshape(images, (-1, channels))
     if gather_form() == "stacked" and len(indices) > 1:
         stacked = ops.take(pixels, ops.stack(indices, axis=-1), axis=0)  # (N, H, W, taps, C)
         return [stacked[..., k, :] for k in range(len(indices))]
@@ -159,6 +169,23 @@ def _gather(images, pairs, mode):
 def _lerp(a, b, t):
     """a + t (b - a): exact when a == b, so flat regions never overshoot."""
     return a + t * (b - a)
+
+
+def materialized(values):
+    """`values`, computed once inside a compiled step: values / (1 + 0 values).
+
+    Exact for every finite value (x / 1 = x; an infinite one becomes NaN, as
+    0 * inf is). Why: XLA fuses a cheap elementwise result into each of its
+    consumers. In a training step the warped batch has two, the forward
+    convolution and the filter gradient, which reads it in a transposed
+    order: XLA recomputed the whole blend (and its coordinates) there, with
+    scattered reads, and the warp cost 2 to 5 times more in the step than
+    alone. XLA does not duplicate a division (an "expensive" instruction), so
+    the warped batch is written once and the transpose reads it. The divisor
+    is a full tensor, not a broadcast scalar, which XLA would turn into a
+    multiplication by its reciprocal. `python -m benchmarks.in_step` shows
+    the effect."""
+    return values / (1.0 + 0.0 * values)
 
 
 def warp_images(
@@ -216,6 +243,8 @@ def warp_images(
     y_indices, y_fraction, y_inside = sample_points(
         y, height, fill_mode, interpolation_order
     )
+    if interpolation_order == 1 and not keep_dtype:
+        x_fraction, y_fraction = materialized(x_fraction), materialized(y_fraction)
 
     mode = index_mode or choose_index_mode(batch, height, width)
     if mode not in INDEX_MODES:
@@ -233,4 +262,7 @@ def warp_images(
     if fill_mode == "constant":
         inside = ops.logical_and(x_inside, y_inside)[..., None]
         warped = ops.where(inside, warped, ops.cast(cval, warped.dtype))
-    return warped
+    if keep_dtype:  # masks: gathered in their dtype, nothing computed to duplicate
+        return warped
+    # The fractions and the blend, each computed once (see `materialized`).
+    return materialized(warped)

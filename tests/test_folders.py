@@ -107,6 +107,25 @@ def test_image_size_resizes(tmp_path):
     assert splits.counts["train"] + splits.counts["test"] == 5
 
 
+def test_resized_pixels_are_keras_loaders_rounded(tmp_path):
+    """Resizing as Keras' image_dataset_from_directory does (bilinear), then
+    rounding to whole levels: at most half a level from its float32 pixels."""
+    from models.folders import class_folders, index_files
+
+    rng = np.random.default_rng(3)
+    write_image_folder(tmp_path, rng.integers(0, 256, (6, 21, 37, 3), dtype=np.uint8), [0, 1] * 3)
+    keras_images = np.concatenate([x for x, _ in keras.utils.image_dataset_from_directory(
+        tmp_path, image_size=(16, 24), shuffle=False, batch_size=None, verbose=False).batch(6)])
+    files = open_data(str(tmp_path), image_size=(16, 24)).train
+    in_keras_order = files.select([files.paths.index(p) for p, _ in index_files(tmp_path, class_folders(tmp_path))
+                                   if p in files.paths])
+    ours = images_of(in_keras_order)
+    expected = keras_images[[i for i, (p, _) in enumerate(index_files(tmp_path, class_folders(tmp_path)))
+                             if p in files.paths]]
+    assert ours.dtype == np.uint8 and np.abs(ours - expected).max() <= 0.5
+    assert np.abs(ours - expected).max() > 0  # resizing makes fractions, which Keras keeps and gpuaug rounds
+
+
 def test_file_manager_and_hidden_files_are_skipped_other_files_refused(tmp_path):
     """A folder copied from a desktop holds .DS_Store, Thumbs.db, desktop.ini,
     and from a Mac `._name.png` AppleDouble files and hidden folders: all

@@ -103,3 +103,108 @@ def test_a_dynamic_batch_warps_like_a_static_one():
 def test_unknown_index_mode_is_a_value_error():
     with pytest.raises(ValueError, match="index_mode"):
         warp.warp_images(np.zeros((1, 2, 2, 1), "float32"), np.eye(3)[None], index_mode="int16")
+
+
+# The copy path: flips and whole-pixel shifts --------------------------------
+
+@pytest.mark.parametrize("kwargs, whole", [
+    (dict(width_shift_range=4, height_shift_range=4, horizontal_flip=True), True),
+    (dict(width_shift_range=[2, 5], vertical_flip=True), True),
+    (dict(horizontal_flip=True, channel_shift_range=10.0), True),
+    (dict(width_shift_range=4.0), False),          # a float >= 1: uniform pixels, fractional
+    (dict(width_shift_range=0.1), False),          # a fraction of the width
+    (dict(width_shift_range=[0.1, 0.2]), False),   # fractions
+    (dict(width_shift_range=4, rotation_range=1), False),
+    (dict(width_shift_range=4, zoom_range=0.1), False),
+    (dict(width_shift_range=4, perspective_range=0.1), False),
+])
+def test_whole_pixel_configurations_are_detected(kwargs, whole):
+    assert gpuaug.RandomTransform(**kwargs).augmentation.moves_whole_pixels is whole
+
+
+@pytest.mark.parametrize("fill_mode", ["constant", "nearest", "reflect", "wrap"])
+def test_the_copy_path_gives_the_references_pixels_with_one_gather(fill_mode):
+    from keras.src.legacy.preprocessing.image import ImageDataGenerator
+
+    from gpuaug.reference import reference_apply
+
+    arguments = dict(width_shift_range=6, height_shift_range=6, horizontal_flip=True, vertical_flip=True,
+                     fill_mode=fill_mode, cval=9.0)
+    images = np.random.default_rng(2).uniform(0, 255, (12, 16, 20, 3)).astype("float32")
+    layer = gpuaug.RandomTransform(**arguments, seed=4)
+    drawn = layer.get_random_transformation(images, seed=7)
+    # The layer's own call takes the copy path; with the same draw it equals the
+    # general bilinear warp and the reference, exactly.
+    copy = np.asarray(layer._transform_images(images, drawn, whole_pixels=True))
+    np.testing.assert_array_equal(copy, np.asarray(layer.transform_images(images, drawn)))
+    np.testing.assert_array_equal(copy, reference_apply(ImageDataGenerator(**arguments), images, drawn))
+    assert not np.array_equal(copy, images)
+
+    def gathers(layer):
+        graph = tf.function(lambda x: layer(x, training=True)).get_concrete_function(
+            tf.TensorSpec((12, 16, 20, 3), tf.float32)).graph
+        return sum(op.type == "GatherV2" for op in graph.get_operations())
+
+    assert gathers(layer) == 1
+    assert gathers(gpuaug.RandomTransform(width_shift_range=6.0, horizontal_flip=True)) > 1
+
+
+# The warped batch is computed once inside a training step -----------------
+
+COUNT_GATHER_FUSIONS = r'''
+def fusions_that_gather(hlo):
+    """How many fusions of the entry computation of optimized HLO text gather."""
+    import re
+    bodies = dict(re.findall(r"^(%?[\w.]+) .*\{\n((?:.*\n)*?)\}", hlo, re.M))
+    entry = hlo[hlo.index("ENTRY"):]
+    return sum("gather(" in bodies.get(name, "") for name in re.findall(r"calls=(%?[\w.]+)", entry))
+'''
+
+
+def test_the_warp_is_computed_once_in_a_tensorflow_training_step(monkeypatch):
+    """XLA would fuse the warped batch into both of its consumers (the
+    convolution and its filter gradient, which reads it transposed) and so
+    compute the gathers more than once; `warp.materialized` makes it one
+    fusion (the tiny model's Keras training step, XLA's optimized HLO)."""
+    from models.cifar10 import build_tiny_model
+
+    namespace = {}
+    exec(COUNT_GATHER_FUSIONS, namespace)
+
+    def fusions():
+        model = build_tiny_model([gpuaug.RandomTransform(**LAYER, seed=0)], input_shape=(16, 16, 3))
+        model.compile(optimizer="rmsprop", loss="sparse_categorical_crossentropy", jit_compile=True)
+        step = tf.function(lambda x, y: model.train_step((x, y)), jit_compile=True)
+        hlo = step.experimental_get_compiler_ir(tf.zeros((8, 16, 16, 3), tf.uint8), tf.zeros(8, tf.int32))(
+            stage="optimized_hlo")
+        return namespace["fusions_that_gather"](hlo)
+
+    assert fusions() == 1
+    monkeypatch.setattr(warp, "materialized", lambda values: values)
+    assert fusions() > 1  # the control: without it, XLA duplicates the warp
+
+
+def test_the_warp_is_computed_once_in_a_jax_training_step():
+    from conftest import run_python
+
+    result = run_python(COUNT_GATHER_FUSIONS + r'''
+import jax, numpy as np, gpuaug
+from gpuaug import warp
+from models.cifar10 import build_tiny_model
+
+def count(materialize):
+    warp.materialized = original if materialize else (lambda values: values)
+    model = build_tiny_model([gpuaug.RandomTransform(rotation_range=15, zoom_range=0.1, seed=0)], input_shape=(16, 16, 3))
+    model.compile(optimizer="rmsprop", loss="sparse_categorical_crossentropy", jit_compile=True)
+    x, y = np.zeros((8, 16, 16, 3), "uint8"), np.zeros(8, "int32")
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    state = tuple([v.value for v in group] for group in (model.trainable_variables, model.non_trainable_variables,
+                                                       model.optimizer.variables, model.metrics_variables))
+    return fusions_that_gather(jax.jit(model.train_step).lower(state, (x, y)).compile().as_text())
+
+original = warp.materialized
+print("materialized", count(True), "fused", count(False))
+''', backend="jax")
+    assert result.returncode == 0, result.stderr[-3000:]
+    counts = result.stdout.split()
+    assert counts[1] == "1" and int(counts[3]) > 1, result.stdout  # and the control shows the duplication
