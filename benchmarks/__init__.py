@@ -1,5 +1,6 @@
 """Benchmarks: printed tables, JSON and PNG results under benchmarks/results/."""
 
+import json
 import os
 import pathlib
 
@@ -12,3 +13,12 @@ def repo_relative(path):
     if not path:
         return path
     return pathlib.Path(os.path.relpath(pathlib.Path(path).resolve(), REPO)).as_posix()
+
+
+def write_report(out, name, report):
+    """Writes `report` as indented JSON to `out`/`name` (the folder created);
+    returns the file's path."""
+    path = pathlib.Path(out) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2))
+    return path

@@ -14,13 +14,12 @@ the others. Prints a table, writes JSON and a bar chart (PNG) under --out.
 """
 
 import argparse
-import json
 import os
 import pathlib
 import statistics
 import sys
 
-from benchmarks import REPO, repo_relative
+from benchmarks import REPO, repo_relative, write_report
 
 AUGMENTS = ("none", "generator", "gpu")
 SETTINGS = ["--rotation-range", "15", "--shear-range", "10", "--zoom-range", "0.1"]
@@ -101,12 +100,10 @@ def main(argv=None):
             rows.append(run_one(regime, augment, args))
     print_table(rows)
     out = pathlib.Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     backend = rows[0]["backend"]
-    (out / f"epoch_time-{backend}.json").write_text(json.dumps(
-        {"cpu_count": os.cpu_count(), "settings": SETTINGS,
-         "args": dict(vars(args), data_dir=repo_relative(args.data_dir), out=repo_relative(args.out)),
-         "rows": rows}, indent=2))
+    write_report(out, f"epoch_time-{backend}.json", {
+        "cpu_count": os.cpu_count(), "settings": SETTINGS,
+        "args": dict(vars(args), data_dir=repo_relative(args.data_dir), out=repo_relative(args.out)), "rows": rows})
     plot(rows, out / f"epoch_time-{backend}.png")
     print(f"\nwrote {out}/epoch_time-{backend}.json and .png")
 

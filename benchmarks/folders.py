@@ -12,7 +12,6 @@ of the process and the test accuracy; writes benchmarks/results/folders-<backend
 """
 
 import argparse
-import json
 import os
 import pathlib
 import re
@@ -21,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 
-from benchmarks import REPO, repo_relative
+from benchmarks import REPO, repo_relative, write_report
 
 PEAK_RSS = """
 import resource, sys
@@ -82,11 +81,8 @@ def main(argv=None):
     for row in rows:
         print(f"| {row['source']} | {row['images_per_second']:,.0f} | {row['peak_rss_mb']:,.0f} | "
               f"{row['test_accuracy']:.3f} |")
-    out = pathlib.Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"folders-{keras.backend.backend()}.json").write_text(json.dumps(
-        {"cpu_count": os.cpu_count(), "data_dir": repo_relative(args.data_dir), "epochs": args.epochs,
-         "rows": rows}, indent=2))
+    write_report(args.out, f"folders-{keras.backend.backend()}.json", {
+        "cpu_count": os.cpu_count(), "data_dir": repo_relative(args.data_dir), "epochs": args.epochs, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -23,16 +23,14 @@ tables and writes benchmarks/results/in_step-<backend>.json.
 """
 
 import argparse
-import json
 import os
-import pathlib
 import statistics
 import sys
 import time
 
 import numpy as np
 
-from benchmarks import REPO
+from benchmarks import REPO, write_report
 from benchmarks.throughput import SETTINGS
 
 COPY_SETTINGS = dict(width_shift_range=4, height_shift_range=4, horizontal_flip=True)
@@ -163,9 +161,7 @@ def main(argv=None):
             cells.append(f"{added:+.3f} ({added / entry['plain_epoch_seconds']:+.0%})")
         print(f"| {name} | {report['alone'][name]:,.0f} | " + " | ".join(cells) + " |")
     print(f"gpuaug's choice on {backend}: {report['chosen_form']}")
-    out = pathlib.Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"in_step-{backend}.json").write_text(json.dumps(report, indent=2))
+    write_report(args.out, f"in_step-{backend}.json", report)
 
 
 if __name__ == "__main__":

@@ -16,8 +16,9 @@ Three parts, each printed as a table and written to benchmarks/results/pipeline.
   training one epoch on a folder of 240 PNG files and 60 test files, each
   under `strace`: the image files each process opens.
 - memory: train.py (tiny model, 1 epoch, batch 64) on 50,000 training and
-  10,000 test PNG files (the full CIFAR-10's counts: the 6,000 subset images
-  repeated): peak resident memory.
+  10,000 test images (the full CIFAR-10's counts: the subset's images
+  repeated), as PNG files and as the official python batches (in-memory
+  arrays): peak resident memory.
 """
 
 import argparse
@@ -35,7 +36,7 @@ import time
 
 import numpy as np
 
-from benchmarks import REPO, repo_relative
+from benchmarks import REPO, repo_relative, write_report
 from benchmarks.folders import PEAK_RSS, write_png_folder
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -137,7 +138,10 @@ def workers_files(repo, scratch):
             return {"error": output[-2000:]}
         opens, distinct = collections.Counter(), collections.defaultdict(set)
         for line in trace.read_text().splitlines():
-            match = re.search(r'open(?:at)?\(.*?"([^"]+\.png)".*\)\s*=\s*\d+', line)  # successful opens
+            # An open of a PNG file that did not fail (strace -f may split it: "<unfinished ...>").
+            match = re.search(r'open(?:at)?\(.*?"([^"]+\.png)"', line)
+            if match and "= -1" in line:
+                match = None
             if match:
                 split = pathlib.Path(match.group(1)).parts[-3]
                 opens[split] += 1
@@ -146,27 +150,47 @@ def workers_files(repo, scratch):
     return result
 
 
-def memory(repo, scratch, data_dir):
-    """Peak RSS of train.py on a 50,000 + 10,000 PNG folder, and the batch
-    dtype its compiled step receives."""
+def write_full_size(data_dir, root):
+    """The CIFAR-10 subset repeated to the full data set's counts (50,000
+    training and 10,000 test images): as PNG files (root/png) and as the
+    official python batches (root/batches/cifar-10-batches-py)."""
+    import pickle
+
     from PIL import Image
 
     from models.data import load_data
 
-    folder = pathlib.Path(scratch) / "full"
     (train_x, train_y), (test_x, test_y) = load_data(data_dir)
-    for split, images, labels, count in (("train", train_x, train_y, 50_000), ("test", test_x, test_y, 10_000)):
+    splits = {"train": (train_x, train_y, 50_000), "test": (test_x, test_y, 10_000)}
+    for split, (images, labels, count) in splits.items():
         for number in range(count):
-            path = folder / split / CLASSES[labels[number % len(labels)]]
+            path = pathlib.Path(root) / "png" / split / CLASSES[labels[number % len(labels)]]
             path.mkdir(parents=True, exist_ok=True)
             Image.fromarray(images[number % len(images)]).save(path / f"{number:05d}.png")
-    args = ["--data-dir", str(folder), "--model", "tiny", "--epochs", "1", "--batch-size", "64", "--verbose", "0"]
-    result = subprocess.run([sys.executable, "-c", PEAK_RSS.format(repo=str(repo)), *args], cwd=repo,
-                            capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
-    if result.returncode != 0:
-        return {"error": result.stderr[-2000:]}
-    return {"peak_rss_mb": float(re.search(r"peak_rss_mb ([\d.]+)", result.stdout).group(1)),
-            "epoch_line": next(line for line in result.stdout.splitlines() if line.startswith("epoch 1:"))}
+    batches = pathlib.Path(root) / "batches" / "cifar-10-batches-py"
+    batches.mkdir(parents=True)
+    for name, split, part in [(f"data_batch_{i + 1}", "train", i) for i in range(5)] + [("test_batch", "test", 0)]:
+        images, labels, _ = splits[split]
+        index = np.arange(part * 10_000, (part + 1) * 10_000) % len(images)
+        data = images[index].transpose(0, 3, 1, 2).reshape(10_000, -1)
+        with open(batches / name, "wb") as handle:
+            pickle.dump({b"data": data, b"labels": labels[index].tolist()}, handle)
+    return pathlib.Path(root) / "png", batches
+
+
+def memory(repo, folders):
+    """Peak RSS of train.py (tiny model, 1 epoch) on each full-size source."""
+    result = {}
+    for name, folder in folders.items():
+        args = ["--data-dir", str(folder), "--model", "tiny", "--epochs", "1", "--batch-size", "64", "--verbose", "0"]
+        run = subprocess.run([sys.executable, "-c", PEAK_RSS.format(repo=str(repo)), *args], cwd=repo,
+                             capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+        if run.returncode != 0:
+            result[name] = {"error": run.stderr[-2000:]}
+            continue
+        result[name] = {"peak_rss_mb": float(re.search(r"peak_rss_mb ([\d.]+)", run.stdout).group(1)),
+                        "epoch_line": next(line for line in run.stdout.splitlines() if line.startswith("epoch 1:"))}
+    return result
 
 
 def main(argv=None):
@@ -202,12 +226,12 @@ def main(argv=None):
             print("\nimage files opened by two TF workers (240 training, 60 test files):")
             print(json.dumps(report["workers"], indent=1))
         if "memory" in args.parts:
-            report["memory"] = {"repo": repo_relative(args.repo), **memory(args.repo, scratch, args.data_dir)}
-            print("\ntrain.py on 50,000 + 10,000 PNG files:", json.dumps(report["memory"]))
-    out = pathlib.Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+            png, batches = write_full_size(args.data_dir, scratch)
+            report["memory"] = {"repo": repo_relative(args.repo),
+                                **memory(args.repo, {"PNG folder": png, "CIFAR-10 batches (arrays)": batches})}
+            print("\ntrain.py on 50,000 + 10,000 images:", json.dumps(report["memory"], indent=1))
     name = "pipeline.json" if pathlib.Path(args.repo).resolve() == REPO else "pipeline-other-checkout.json"
-    (out / name).write_text(json.dumps(report, indent=2))
+    write_report(args.out, name, report)
 
 
 if __name__ == "__main__":

@@ -10,12 +10,11 @@ benchmarks/results/targets-<backend>.json.
 """
 
 import argparse
-import json
 import os
-import pathlib
 
 import numpy as np
 
+from benchmarks import write_report
 from benchmarks.throughput import SETTINGS, measure
 
 BATCH, SIZE, BOXES = 256, 32, 8
@@ -72,11 +71,9 @@ def main(argv=None):
     for row in rows:
         row["relative"] = row["images_per_second"] / base
         print(f"| {row['inputs']} | {row['images_per_second']:,.0f} | {row['relative']:.2f}x |")
-    out = pathlib.Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"targets-{backend}.json").write_text(json.dumps(
-        {"backend": backend, "cpu_count": os.cpu_count(), "settings": SETTINGS, "batch": BATCH,
-         "boxes_per_image": BOXES, "rows": rows}, indent=2))
+    write_report(args.out, f"targets-{backend}.json", {
+        "backend": backend, "cpu_count": os.cpu_count(), "settings": SETTINGS, "batch": BATCH,
+        "boxes_per_image": BOXES, "rows": rows})
 
 
 if __name__ == "__main__":

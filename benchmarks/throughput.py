@@ -6,8 +6,10 @@
 Contenders: `ImageDataGenerator.flow` (CPU, one image at a time), Keras'
 built-in layers (RandomRotation + RandomTranslation + RandomZoom + RandomFlip,
 one warp each), and `gpuaug.RandomTransform` eager, compiled (tf.function
-without XLA, TensorFlow only) and compiled with XLA. Sizes: 32x32x3 (batch
-256) and 224x224x3 (batch 32). Prints a table with ratios to
+without XLA, TensorFlow only) and compiled with XLA; then, with XLA, the
+same with a perspective (0.3) and with lens distortion (0.2) added, and the
+copy path (flips and whole-pixel shifts). Sizes: 32x32x3 (batch 256) and
+224x224x3 (batch 32). Prints a table with ratios to
 ImageDataGenerator and writes JSON and a bar chart (PNG) under --out.
 """
 
@@ -19,6 +21,8 @@ import platform
 import time
 
 import numpy as np
+
+from benchmarks import write_report
 
 SETTINGS = dict(  # the reference's arguments, shared by every contender
     rotation_range=15, width_shift_range=0.1, height_shift_range=0.1,
@@ -64,10 +68,20 @@ def keras_layers():
     ]
 
 
-def gpuaug_layer():
+# Beyond the shared settings, XLA only: the cost of a perspective and of a lens
+# over the affine warp, and the copy path (flips and whole-pixel shifts).
+VARIANTS = {
+    "RandomTransform + perspective 0.3 (xla)": dict(SETTINGS, perspective_range=0.3),
+    "RandomTransform + lens distortion 0.2 (xla)": dict(SETTINGS, distortion_range=0.2),
+    "RandomTransform, copy path: flip + 4-pixel shifts (xla)": dict(width_shift_range=4, height_shift_range=4,
+                                                                    horizontal_flip=True),
+}
+
+
+def gpuaug_layer(**settings):
     import gpuaug
 
-    return [gpuaug.RandomTransform(**SETTINGS, seed=0)]
+    return [gpuaug.RandomTransform(**(settings or SETTINGS), seed=0)]
 
 
 def compiled(layers, mode):
@@ -95,11 +109,16 @@ def compiled(layers, mode):
     if backend == "jax":
         import jax
 
+        import gpuaug
+
         def apply_seeded(images, seed):
             for k, layer in enumerate(layers):
                 key = seed + k
                 transformation = layer.get_random_transformation(images, seed=key, **_training(layer))
-                images = layer.transform_images(images, transformation, **_training(layer))
+                if isinstance(layer, gpuaug.RandomTransform):  # as its call does (copy path included)
+                    images = layer._transform_images(images, transformation, layer.augmentation.moves_whole_pixels)
+                else:
+                    images = layer.transform_images(images, transformation, training=True)
             return images
 
         function = jax.jit(apply_seeded) if mode == "xla" else apply_seeded
@@ -153,6 +172,8 @@ def run(seconds, sizes):
             contenders.append((f"Keras layers ({mode})", lambda mode=mode: compiled(keras_layers(), mode)))
         for mode in modes:
             contenders.append((f"RandomTransform ({mode})", lambda mode=mode: compiled(gpuaug_layer(), mode)))
+        for name, settings in VARIANTS.items():
+            contenders.append((name, lambda settings=settings: compiled(gpuaug_layer(**settings), "xla")))
         for name, make in contenders:
             try:
                 rate = measure(make(), images, seconds)
@@ -235,9 +256,8 @@ def main(argv=None):
         return
     rows = run(args.seconds, args.sizes)
     print_table(rows, backend)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"throughput-{backend}.json").write_text(json.dumps(
-        {"backend": backend, "cpu_count": os.cpu_count(), "settings": SETTINGS, "rows": rows}, indent=2))
+    write_report(out, f"throughput-{backend}.json",
+                 {"backend": backend, "cpu_count": os.cpu_count(), "settings": SETTINGS, "rows": rows})
     plot(rows, backend, out / f"throughput-{backend}.png")
     print(f"\nwrote {out}/throughput-{backend}.json and .png")
 
