@@ -52,8 +52,8 @@ def parse_args(argv=None):
         "--data-dir", default=None,
         help="local data: a cifar-10-batches-py/ folder (or its parent), "
         "cifar-10-python.tar.gz, or a folder of images with one sub-folder per "
-        "class (optionally under train/ and test/). Default: download with "
-        "keras.datasets.cifar10.load_data().",
+        "class (optionally under train/, with test/ and/or val/ (or validation/) "
+        "beside it). Default: download with keras.datasets.cifar10.load_data().",
     )
     data.add_argument("--limit", type=int, default=None, metavar="N",
                       help="use N of the training images, a random subset drawn with --seed (every class); "
@@ -122,7 +122,7 @@ def parse_args(argv=None):
 
     output = parser.add_argument_group("output")
     output.add_argument("--export", default=None, metavar="DIR",
-                        help="write DIR/model.keras and DIR/saved_model (inference only), atomically")
+                        help="write DIR/model.keras and DIR/saved_model (inference only), both switched at once")
     output.add_argument("--checkpoint-dir", default=None, metavar="DIR",
                         help="checkpoint every epoch; rerun with the same DIR to resume")
     output.add_argument("--metrics-json", default=None, metavar="FILE",
@@ -360,11 +360,7 @@ def run(args):
         shared = topology.share(splits, counts, args.seed)
         feeds = inputs.Feeds(splits, batch, batch * max(1, 256 // batch), args.seed, args.cache,
                              topology.cache_name)
-        if not isinstance(topology, topologies.TFMultiWorker):  # there each worker builds its own shares
-            # The first bytes of this process's files are checked here, before training.
-            feeds.prepare("validation", "test", *(() if args.augment == "generator" else ("train",)))
-            if args.augment == "generator" and splits.kind == "folder":  # read by flow_from_directory
-                splits.train.check()
+        topology.prepare(feeds, generator=args.augment == "generator")  # files checked before training
     except DataError as error:
         prefix = f"--strategy {args.strategy} over {topology.replicas} devices: " if args.strategy != "default" else ""
         raise UsageError(f"{prefix}{error}") from None

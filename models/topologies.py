@@ -53,6 +53,14 @@ class Topology:
         training entry by its size); returns a line to print, or None."""
         return None
 
+    def prepare(self, feeds, generator=False):
+        """Builds this process's feeds before training, checking the first
+        bytes of its image files (`generator`: the training files are read by
+        flow_from_directory instead, so they are only checked)."""
+        feeds.prepare("validation", "test", *(() if generator else ("train",)))
+        if generator and feeds.splits.kind == "folder":
+            feeds.splits.train.check()
+
     def _share_out(self, splits, counts, seed, index, processes, multiple):
         """`inputs.share_splits`, remembering how much padding each evaluated split got."""
         left_out = inputs.share_splits(splits, counts, seed, index, processes, multiple)
@@ -224,6 +232,10 @@ class TFMultiWorker(Topology):
         # input pipeline); here only the training split's common size.
         counts["train"] = inputs.share_length(counts["train"], self.processes) * self.processes
         return None
+
+    def prepare(self, feeds, generator=False):
+        """Nothing yet: each worker builds (and checks) its own shares inside
+        the distributed datasets, which know its input pipeline."""
 
     def checkpoint_callback(self, folder):
         return checkpoints.epoch_checkpoint(folder) if self.chief else None  # the chief writes, all restore

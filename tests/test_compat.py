@@ -2,6 +2,7 @@
 layer gets its arguments, and each standardization layer matches the
 generator's own `standardize` (called per image, as `flow` does)."""
 
+import os
 import subprocess
 import sys
 import warnings
@@ -160,7 +161,7 @@ def save_and_reload_elsewhere(layers, images, folder, imports="", load_arguments
               "np.save(sys.argv[3], m.predict(np.load(sys.argv[2]), verbose=0))\n")
     result = subprocess.run([sys.executable, "-c", script, str(folder / "m.keras"), str(folder / "x.npy"),
                              str(folder / "y.npy")], cwd=REPO, capture_output=True, text=True, timeout=300,
-                            env={**__import__("os").environ, "PYTHONPATH": f"{REPO}:{REPO / 'tests'}"})
+                            env={**os.environ, "PYTHONPATH": f"{REPO}:{REPO / 'tests'}"})
     reloaded = np.load(folder / "y.npy") if result.returncode == 0 else None
     return reloaded, model.predict(images, verbose=0), result
 

@@ -4,7 +4,6 @@ reader a mix: only model.keras and saved_model/ are replaced, both at once
 run is killed mid-export, finds the whole previous export or the whole new
 one; entries that are not an export are refused, never deleted."""
 
-import json
 import os
 import subprocess
 import sys

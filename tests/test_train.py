@@ -2,6 +2,7 @@
 paths, export and reload, resume from checkpoints, loaders, error paths."""
 
 import json
+import os
 import pickle
 import re
 import signal
@@ -216,8 +217,9 @@ def test_a_kill_between_a_states_two_files_never_mislabels_the_weights(tmp_path,
     for epochs in (1, 2):
         weights[epochs] = train.run(train.parse_args(args + ["--epochs", str(epochs)]))["model"].get_weights()
     # The run to epoch 3 is killed before its first rename onto `name`.
-    result = subprocess.run([sys.executable, str(REPO / "tests" / "checkpoint_fault_script.py"), name, "1", *args, "--epochs", "3"], cwd=REPO, capture_output=True, text=True,
-                            timeout=300, env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
+    result = subprocess.run([sys.executable, str(REPO / "tests" / "checkpoint_fault_script.py"), name, "1", *args,
+                             "--epochs", "3"], cwd=REPO, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
     assert result.returncode == -9, result.stderr[-2000:]
     model = fresh_model("tiny")
     epochs, message = restore(model, checkpoints, repair=False)

@@ -194,7 +194,8 @@ from models.cifar10 import build_tiny_model
 
 def count(materialize):
     warp.materialized = original if materialize else (lambda values: values)
-    model = build_tiny_model([gpuaug.RandomTransform(rotation_range=15, zoom_range=0.1, seed=0)], input_shape=(16, 16, 3))
+    layer = gpuaug.RandomTransform(rotation_range=15, zoom_range=0.1, seed=0)
+    model = build_tiny_model([layer], input_shape=(16, 16, 3))
     model.compile(optimizer="rmsprop", loss="sparse_categorical_crossentropy", jit_compile=True)
     x, y = np.zeros((8, 16, 16, 3), "uint8"), np.zeros(8, "int32")
     model.fit(x, y, batch_size=8, epochs=1, verbose=0)
