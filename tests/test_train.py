@@ -103,8 +103,11 @@ def test_ctrl_c_then_resume_keeps_every_epoch_in_metrics_json(tmp_path):
     args = [*QUICK, "--model", "tiny", "--epochs", "4", "--checkpoint-dir", str(checkpoints),
             "--metrics-json", str(metrics)]
     with open(tmp_path / "stderr.txt", "w+") as stderr:  # a file: a full pipe could block the run
+        # Ctrl-C's default action, even where this suite runs with SIGINT ignored (a shell's
+        # background job): Python turns it into KeyboardInterrupt only if it starts with it.
         process = subprocess.Popen([sys.executable, str(REPO / "train.py"), *args], cwd=REPO, text=True,
-                                   stdout=subprocess.PIPE, stderr=stderr)
+                                   stdout=subprocess.PIPE, stderr=stderr,
+                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         try:
             for line in process.stdout:
                 if line.startswith("epoch 2:"):
