@@ -36,8 +36,14 @@ print("works with", keras.backend.backend())
 
 
 def build_wheel(folder):
+    """The wheel of a clean copy of the source tree: pip builds in the tree it
+    is given (build/, *.egg-info), so the checkout is neither written to nor
+    read for what an earlier build left there."""
+    source = pathlib.Path(folder) / "source"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv", ".device", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", ".hypothesis"))
     result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w",
-                             str(folder), str(REPO)], capture_output=True, text=True, timeout=600)
+                             str(folder), str(source)], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     (wheel,) = pathlib.Path(folder).glob("gpuaug-*.whl")
     return wheel
