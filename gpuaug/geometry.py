@@ -24,18 +24,23 @@ class Geometry(NamedTuple):
     distortion: tuple = None
 
     def source_points(self, x, y, height, width):
-        """The input points (x, y) that output points (x, y) ((N, ...)
-        tensors, pixel indices) sample, lens included."""
+        """The input points (x, y) that output points (x, y) sample, lens
+        included: pixel indices, (N, ...) tensors or tensors that broadcast
+        to them (the warp passes the columns (1, 1, W) and the rows (1, H, 1):
+        each row of the matrix is then a per-column term plus a per-row term,
+        one addition per output pixel)."""
         m = self.matrices
         rank = len(ops.shape(x))
 
         def entry(i, j):
             return ops.reshape(m[:, i, j], (-1,) + (1,) * (rank - 1))
 
-        sx = entry(0, 0) * x + entry(0, 1) * y + entry(0, 2)
-        sy = entry(1, 0) * x + entry(1, 1) * y + entry(1, 2)
+        def row(i):  # (a x + c) + b y, in this order: the float32 values the parity tests hold
+            return (entry(i, 0) * x + entry(i, 2)) + entry(i, 1) * y
+
+        sx, sy = row(0), row(1)
         if self.projective:
-            w = ops.maximum(entry(2, 0) * x + entry(2, 1) * y + entry(2, 2), HORIZON)
+            w = ops.maximum(row(2), HORIZON)
             sx, sy = sx / w, sy / w
         if self.distortion is not None:
             sx, sy = lens.distort(sx, sy, *self.distortion, height, width)

@@ -24,8 +24,7 @@ image is gathered on its own with indices below H*W (`index_mode`).
 import keras
 from keras import ops
 
-from gpuaug import lens
-from gpuaug.geometry import HORIZON, Geometry
+from gpuaug.geometry import Geometry
 
 INT32_LIMIT = 2**31  # indices 0 .. 2**31 - 1 fit in int32
 INDEX_MODES = ("int32", "int64", "per_image")
@@ -227,16 +226,7 @@ def warp_images(
     cols = ops.cast(ops.arange(width), "float32")[None, None, :]
     # One matrix for all images (N = 1) is repeated: the gathers are flat.
     matrices = ops.broadcast_to(ops.cast(matrices, "float32"), (batch, 3, 3))
-    m = matrices[:, :, :, None, None]
-    # Separable: a per-column term (N, 1, W) plus a per-row term (N, H, 1),
-    # so each output pixel costs one addition per coordinate.
-    x = (m[:, 0, 0] * cols + m[:, 0, 2]) + m[:, 0, 1] * rows
-    y = (m[:, 1, 0] * cols + m[:, 1, 2]) + m[:, 1, 1] * rows
-    if projective:
-        w = ops.maximum((m[:, 2, 0] * cols + m[:, 2, 2]) + m[:, 2, 1] * rows, HORIZON)
-        x, y = x / w, y / w
-    if distortion is not None:
-        x, y = lens.distort(x, y, distortion[0], distortion[1], height, width)
+    x, y = Geometry(matrices, projective, distortion).source_points(cols, rows, height, width)
     x_indices, x_fraction, x_inside = sample_points(
         x, width, fill_mode, interpolation_order
     )
