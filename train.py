@@ -152,8 +152,7 @@ def parse_args(argv=None):
         parser.error(f"--perspective-range and --distortion-range need --augment gpu: ImageDataGenerator has "
                      f"neither (got --augment {args.augment})")
     try:
-        AugmentationConfig.from_arguments(**augmentation_arguments(args), **beyond_reference_arguments(args),
-                                          shift_axes=args.shift_axes)
+        AugmentationConfig.from_arguments(**random_transform_arguments(args))
     except ValueError as error:
         parser.error(re.sub(r"`(\w+)`", lambda match: "--" + match.group(1).replace("_", "-"), str(error)))
     return args
@@ -176,10 +175,11 @@ def augmentation_arguments(args):
     )
 
 
-def beyond_reference_arguments(args):
-    """RandomTransform's arguments that ImageDataGenerator does not have."""
+def random_transform_arguments(args):
+    """RandomTransform's geometry and colour arguments from the command line:
+    ImageDataGenerator's, and those it does not have."""
     distortion = args.distortion_range
-    return dict(perspective_range=args.perspective_range,
+    return dict(augmentation_arguments(args), shift_axes=args.shift_axes, perspective_range=args.perspective_range,
                 distortion_range=distortion[0] if len(distortion) == 1 else list(distortion))
 
 
@@ -275,7 +275,7 @@ def check_inputs(args, splits):
                              "pip install -r requirements-test.txt")
         from models.inputs import files_flow_from_directory_skips
 
-        skipped = files_flow_from_directory_skips(splits.folder.training_files())
+        skipped = files_flow_from_directory_skips(splits.folder.train.pairs())
         if skipped:  # it would train on fewer images than the other paths
             raise UsageError(f"--augment generator runs flow_from_directory, which does not read GIF files: "
                              f"{len(skipped)} of the training files are GIFs (e.g. {skipped[0]}); "
@@ -300,8 +300,7 @@ def build_model(args, splits, topology):
     with topology.scope():
         augmentation = []
         if args.augment == "gpu":
-            augmentation = [gpuaug.RandomTransform(**augmentation_arguments(args), **beyond_reference_arguments(args),
-                                                   shift_axes=args.shift_axes, seed=args.seed, name="augment")]
+            augmentation = [gpuaug.RandomTransform(**random_transform_arguments(args), seed=args.seed, name="augment")]
         try:
             model = BUILDERS[args.model](augmentation, input_shape=splits.image_shape,
                                          num_classes=splits.num_classes)

@@ -68,6 +68,10 @@ class ImageFiles:
     def __len__(self):
         return len(self.paths)
 
+    def pairs(self):
+        """[(path, label)] in order."""
+        return list(zip(self.paths, self.labels))
+
     def select(self, indices, weights=None):
         """The files at `indices` (in that order), with `weights` if given."""
         return ImageFiles(tuple(self.paths[i] for i in indices), tuple(self.labels[i] for i in indices),
@@ -146,10 +150,6 @@ class FolderSplits:
     def counts(self):
         return {"train": len(self.train), "validation": 0 if self.validation is None else len(self.validation),
                 "test": len(self.test)}
-
-    def training_files(self):
-        """[(path, label)] of the training split, in its order."""
-        return list(zip(self.train.paths, self.train.labels))
 
 
 def _subfolders(folder):

@@ -216,8 +216,7 @@ def generator_flow(splits, augmentation, batch_size, seed, scratch):
     generator = ImageDataGenerator(**augmentation)
     if splits.kind == "arrays":
         return generator.flow(*splits.train, batch_size=batch_size, shuffle=True, seed=seed)
-    folder = link_training_files(list(zip(splits.train.paths, splits.train.labels)), splits.folder.class_names,
-                                 scratch)
+    folder = link_training_files(splits.train.pairs(), splits.folder.class_names, scratch)
     return generator.flow_from_directory(
         folder, target_size=splits.image_shape[:2], color_mode="rgb", classes=splits.folder.class_names,
         class_mode="sparse", batch_size=batch_size, shuffle=True, seed=seed, follow_links=True,

@@ -214,6 +214,7 @@ class TFMultiWorker(Topology):
 
         self.strategy = tf.distribute.MultiWorkerMirroredStrategy()  # before TensorFlow runs anything else
         self.replicas = self.strategy.num_replicas_in_sync
+        self.loop = None  # the custom loop of the model being trained (built at the first fit or evaluate)
         resolver = self.strategy.cluster_resolver
         cluster = resolver.cluster_spec().as_dict()
         self.processes = max(1, sum(len(cluster.get(job, ())) for job in ("chief", "worker")))
@@ -243,7 +244,7 @@ class TFMultiWorker(Topology):
     def _loop(self, model, feeds):
         from models.training_loop import MultiWorkerLoop
 
-        if getattr(self, "loop", None) is None or self.loop.model is not model:
+        if self.loop is None or self.loop.model is not model:
             self.loop = MultiWorkerLoop(model, self.strategy, feeds)
         return self.loop
 
