@@ -11,6 +11,7 @@ one line and exit with status 2; nothing already written is lost.
 """
 
 import argparse
+import copy
 import importlib.util
 import json
 import os
@@ -41,7 +42,7 @@ def shift_range(text):
             raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
 
 
-def parse_args(argv=None):
+def build_parser():
     parser = argparse.ArgumentParser(
         prog="train.py",
         description="Train the Keras CIFAR-10 CNN with in-model GPU augmentation (gpuaug).",
@@ -127,6 +128,28 @@ def parse_args(argv=None):
                         help="checkpoint every epoch; rerun with the same DIR to resume")
     output.add_argument("--metrics-json", default=None, metavar="FILE",
                         help="write epoch times, images/s and test accuracy as JSON")
+    return parser
+
+
+def given_flags(parser, argv):
+    """The destinations of the options `argv` gives (not left at their defaults)."""
+    probe = copy.deepcopy(parser)
+    for action in probe._actions:
+        action.default = argparse.SUPPRESS  # absent from the namespace unless given
+    return set(vars(probe.parse_args(argv)))
+
+
+AUGMENTATION_FLAGS = ("rotation_range", "width_shift_range", "height_shift_range", "shear_range", "zoom_range",
+                      "channel_shift_range", "brightness_range", "horizontal_flip", "vertical_flip", "fill_mode",
+                      "cval", "shift_axes", "perspective_range", "distortion_range")
+
+
+def flag(dest):
+    return "--" + dest.replace("_", "-")
+
+
+def parse_args(argv=None):
+    parser = build_parser()
     args = parser.parse_args(argv)
     for name in ("limit", "epochs", "batch_size"):
         value = getattr(args, name)
@@ -155,6 +178,19 @@ def parse_args(argv=None):
         AugmentationConfig.from_arguments(**random_transform_arguments(args))
     except ValueError as error:
         parser.error(re.sub(r"`(\w+)`", lambda match: "--" + match.group(1).replace("_", "-"), str(error)))
+    given = given_flags(parser, sys.argv[1:] if argv is None else argv)
+    # Flags that would be ignored are refused, as ImageDataGenerator's missing features are.
+    if args.augment == "none":
+        ignored = [flag(dest) for dest in AUGMENTATION_FLAGS if dest in given]
+        if ignored:
+            parser.error(f"{', '.join(ignored)}: --augment none does not augment, so "
+                         f"{'they' if len(ignored) > 1 else 'it'} would be ignored")
+    if args.augment == "generator" and args.shift_axes != "reference":
+        parser.error(f"--shift-axes {args.shift_axes} needs --augment gpu: ImageDataGenerator always shifts along "
+                     "the reference's (swapped) axes")
+    if "cval" in given and args.fill_mode != "constant":
+        parser.error(f"--cval is the fill value of --fill-mode constant; with --fill-mode {args.fill_mode} it "
+                     "would be ignored")
     return args
 
 
@@ -196,19 +232,28 @@ def load_dataset(args):
 
 def check_writable(path, flag):
     """Fails early (before training) if `path` could not be written: a file
-    where a folder is expected (or the reverse for --metrics-json), or a
-    nearest existing folder that does not accept a new file (permissions, a
-    read-only or full file system). Writes and removes one temporary file;
-    creates nothing else."""
+    where a folder is expected (or the reverse for --metrics-json), a
+    symbolic link on the way that points nowhere (a folder cannot be made
+    through it: --metrics-json's own link is followed, its target written),
+    a file where a folder would have to be made, or a nearest existing
+    folder that does not accept a new file (permissions, a read-only or full
+    file system). Writes and removes one temporary file; creates nothing
+    else."""
     path = pathlib.Path(path).absolute()
     if flag == "--metrics-json":
+        path = pathlib.Path(os.path.realpath(path))  # written through its link (write_json_atomically)
         if path.is_dir():
             raise UsageError(f"{flag} {path} is a directory; give a file name, e.g. {path / 'metrics.json'}")
     elif path.exists() and not path.is_dir():
         raise UsageError(f"{flag} {path} exists and is not a directory")
-    folder = path if path.is_dir() else path.parent
+    folder = path.parent if flag == "--metrics-json" else path
     while not folder.exists():
+        if folder.is_symlink():
+            raise UsageError(f"{flag} {path}: {folder} is a symbolic link to {os.readlink(folder)}, which does "
+                             "not exist; create its target or give another path")
         folder = folder.parent
+    if not folder.is_dir():
+        raise UsageError(f"{flag} {path}: {folder} is a file, so no folder can be made there")
     try:
         with tempfile.TemporaryFile(dir=folder):
             pass
@@ -252,8 +297,9 @@ def export_model(model, export_dir):
 
 
 def write_json_atomically(path, data):
-    """Writes `path` whole or not at all (a temporary file, then a rename)."""
-    path = pathlib.Path(path)
+    """Writes `path` whole or not at all (a temporary file, then a rename);
+    a symbolic link is followed (its target is written, the link kept)."""
+    path = pathlib.Path(os.path.realpath(path))
     partial = path.with_name(f".{path.name}.partial")
     try:
         partial.write_text(json.dumps(data, indent=2))
@@ -318,10 +364,84 @@ def build_model(args, splits, topology):
             weighted_metrics=weighted,
             jit_compile="auto" if args.jit_compile is None else args.jit_compile,
         )
-        initial_epoch = 0
+        restored = None
         if args.checkpoint_dir:
-            initial_epoch = restore_checkpoint(model, args.checkpoint_dir, repair=topology.chief)
-    return model, initial_epoch
+            run = run_definition(args, splits, topology)
+            restored = restore_checkpoint(model, args.checkpoint_dir, repair=topology.chief,
+                                          check_run=lambda recorded: check_same_run(args, run, recorded))
+            continue_run(args, run, restored, model)
+    return model, restored
+
+
+def run_definition(args, splits, topology):
+    """What defines a run (recorded in its checkpoint): the data, its
+    splits and order, the batches, the augmentation, the model, the
+    learning rate, the backend. JSON values."""
+    import keras
+
+    return {
+        "data_dir": None if args.data_dir is None else os.path.realpath(args.data_dir),
+        "limit": args.limit,
+        "validation_split": args.validation_split,
+        "image_size": list(splits.image_shape[:2]),
+        "seed": args.seed,
+        "batch_size": args.batch_size,
+        "replicas": topology.replicas,
+        "augment": args.augment,
+        "augmentation": json.loads(json.dumps(random_transform_arguments(args))) if args.augment != "none" else None,
+        "model": args.model,
+        "learning_rate": args.learning_rate,
+        "backend": keras.backend.backend(),
+    }
+
+
+def _shown(value):
+    if value is None:
+        return "none"
+    if isinstance(value, list):
+        return " ".join(map(str, value))
+    return str(value)
+
+
+def check_same_run(args, run, recorded):
+    """Refuses (one line naming the flag and both values) to resume a
+    checkpoint whose run (`recorded`; None: an earlier gpuaug's, which
+    recorded nothing) differs from this one (`run`) in what defines it: one
+    model would be trained on two runs' data, batches or augmentation."""
+    recorded = recorded or {}
+    names = {"data_dir": "--data-dir", "replicas": "--strategy (devices sharing a batch)"}
+    differences = [(names.get(key, flag(key)), recorded[key], run[key])
+                   for key in ("data_dir", "limit", "validation_split", "image_size", "seed", "batch_size",
+                               "replicas", "augment", "model") if key in recorded and recorded[key] != run[key]]
+    if not differences and recorded.get("augment") == run["augment"]:
+        before, now = recorded.get("augmentation") or {}, run["augmentation"] or {}
+        differences = [(flag(key), before[key], now.get(key)) for key in sorted(before) if before[key] != now.get(key)]
+    if differences:
+        name, theirs, ours = differences[0]
+        raise UsageError(f"--checkpoint-dir {args.checkpoint_dir} holds a run with {name} {_shown(theirs)}; this "
+                         f"run has {_shown(ours)}: resume with the same flags, or use another --checkpoint-dir")
+
+
+def continue_run(args, run, restored, model):
+    """After a checkpoint loaded: applies this run's --learning-rate (the
+    optimizer's state brought the interrupted run's) and says so when it
+    changed; notes another backend, and a checkpoint that recorded no flags."""
+    if restored.epochs == 0:
+        return
+    recorded = restored.run
+    if recorded is None:
+        print(f"--checkpoint-dir {args.checkpoint_dir}: written by an earlier gpuaug, which recorded no flags: "
+              "this run's are not checked against the interrupted run's", flush=True)
+        recorded = {}
+    if model.optimizer is not None:
+        model.optimizer.learning_rate = args.learning_rate
+        if recorded.get("learning_rate", args.learning_rate) != args.learning_rate:
+            print(f"--learning-rate {args.learning_rate}: the interrupted run trained with "
+                  f"{recorded['learning_rate']}; training continues with {args.learning_rate}", flush=True)
+    if recorded.get("backend", run["backend"]) != run["backend"]:
+        print(f"--checkpoint-dir {args.checkpoint_dir}: written on the {recorded['backend']} backend, resumed on "
+              f"{run['backend']}: the weights continue, the random draws come from {run['backend']}'s generator",
+              flush=True)
 
 
 def run(args):
@@ -335,7 +455,7 @@ def run(args):
                          "pip install -r requirements-test.txt")
     import keras
 
-    from models import folders, inputs, topologies
+    from models import inputs, topologies
     from models.cache import CacheError
     from models.errors import DataError
 
@@ -367,42 +487,73 @@ def run(args):
         raise UsageError(str(error)) from None
     if shared:
         print(shared, flush=True)
-    model, initial_epoch = build_model(args, splits, topology)
+    try:
+        return train_and_export(args, splits, topology, feeds, counts, global_batch)
+    finally:
+        feeds.close()
+
+
+def train_and_export(args, splits, topology, feeds, counts, global_batch):
+    """Builds the model (its checkpoint restored), trains, evaluates and
+    exports; returns `run`'s summary."""
+    import keras
+
+    from models import folders, inputs
+    from models.cache import CacheError
+    from models.errors import DataError
+
+    model, restored = build_model(args, splits, topology)
+    initial_epoch = restored.epochs if restored else 0
 
     # Validation each epoch: the --validation-split hold-out (or a val/ folder
     # beside test/), else the test set, as the Keras cifar10 example does.
     validation_name = "validation" if splits.validation is not None else "test"
     metrics_file = args.metrics_json if topology.chief else None
-    report = EpochReport(counts["train"], validation_name, metrics_file,
-                         earlier_epoch_records(metrics_file, initial_epoch),
-                         lambda logs: topology.corrected(logs, validation_name, "val_"))
-    # Keras' progress bar first, then the checkpoint, then the report: when the
-    # report's line is printed, that epoch is saved.
-    callbacks = [keras.callbacks.ProgbarLogger()] if args.verbose else []
-    checkpoint = topology.checkpoint_callback(args.checkpoint_dir) if args.checkpoint_dir else None
-    callbacks += [checkpoint] if checkpoint is not None else []
-    callbacks.append(report)
+    # The epochs already done: from the checkpoint (which records them with the
+    # state it saves), else (a checkpoint of an earlier gpuaug) from FILE.
+    earlier = (restored.history if restored and restored.run is not None
+               else earlier_epoch_records(metrics_file, initial_epoch))
+    saver = topology.checkpoint_saver(args.checkpoint_dir) if args.checkpoint_dir else None
+    report = EpochReport(counts["train"], validation_name, metrics_file, earlier,
+                         lambda logs: topology.corrected(logs, validation_name, "val_"),
+                         save=saver and (lambda model, epochs, history: saver(
+                             model, epochs, run=run_definition(args, splits, topology), history=history)),
+                         after_epoch=feeds.finalize_caches)
+    # The data order first (each epoch's is drawn from its number), Keras'
+    # progress bar, then the report, which saves the checkpoint before it
+    # prints the epoch's line: when the line is printed, that epoch is saved.
+    callbacks = [feeds.epoch.callback()] + ([keras.callbacks.ProgbarLogger()] if args.verbose else []) + [report]
 
     print(f"data: {splits.description}", flush=True)
+    if args.cache and args.augment == "generator" and splits.kind == "folder":
+        print("--cache: --augment generator reads the training images with flow_from_directory every epoch; the "
+              "cache keeps the evaluated splits only", flush=True)
     print(f"training on {counts['train']} images ({args.augment} augmentation, batch {global_batch}, "
           f"{topology.replicas} replica(s), jit_compile={model.jit_compile}, backend {keras.backend.backend()}, "
-          f"{'streamed from ' + str(args.data_dir) if splits.kind == 'folder' else 'in memory'}; "
+          f"{'streamed from ' + folders.printable(args.data_dir) if splits.kind == 'folder' else 'in memory'}; "
           f"{validation_name} after each epoch: {counts[validation_name]} images)", flush=True)
     fit = dict(epochs=args.epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=args.verbose)
     try:
         if args.augment == "generator":
             with tempfile.TemporaryDirectory(prefix="gpuaug-flow-from-directory-") as scratch:
-                model.fit(inputs.generator_flow(splits, augmentation_arguments(args), global_batch, args.seed,
-                                                scratch), **feeds.validation(validation_name), **fit)
+                flow = inputs.generator_flow(splits, augmentation_arguments(args), global_batch, args.seed, scratch)
+                inputs.continue_generator(flow, initial_epoch)
+                model.fit(flow, **feeds.validation(validation_name), **fit)
         else:
             topology.fit(model, feeds, counts["train"], dict(fit, validation=validation_name))
         _, accuracy = topology.evaluate(model, feeds, "test")
     except (CacheError, DataError) as error:  # raised as TF multi-worker builds its shares
         raise UsageError(str(error)) from None
     except Exception as error:
+        problem = None
         if splits.kind == "folder" and folders.is_decode_error(error):
-            raise UsageError(folders.find_undecodable((splits.train, splits.validation, splits.test))) from None
+            problem = folders.find_undecodable((splits.train, splits.validation, splits.test))
+        elif splits.kind == "folder" and args.augment == "generator":  # Pillow's error, however Keras wrapped it
+            problem = folders.find_undecodable((splits.train,), reader="pillow", default=None)
+        if problem:
+            raise UsageError(problem) from None
         raise
+    feeds.finalize_caches()
     for line in feeds.describe_caches():
         print(f"--cache {line}", flush=True)
     print(f"test accuracy: {accuracy:.4f}", flush=True)
@@ -433,10 +584,10 @@ def run(args):
 
 
 def earlier_epoch_records(metrics_json, initial_epoch):
-    """On a resumed run, the per-epoch records of the epochs already done
-    that --metrics-json FILE holds from the interrupted run (FILE is
-    rewritten after every epoch), so that it keeps the whole history; [] when
-    there are none or FILE is unreadable."""
+    """On a run resumed from a checkpoint of an earlier gpuaug (which kept
+    no history), the per-epoch records of the epochs already done that
+    --metrics-json FILE holds from the interrupted run (FILE is rewritten
+    after every epoch); [] when there are none or FILE is unreadable."""
     if not metrics_json or initial_epoch == 0:
         return []
     try:
@@ -447,32 +598,35 @@ def earlier_epoch_records(metrics_json, initial_epoch):
         return []
 
 
-def restore_checkpoint(model, checkpoint_dir, repair=True):
+def restore_checkpoint(model, checkpoint_dir, repair=True, check_run=None):
     """Loads the newest usable state of --checkpoint-dir (models/checkpoints.py)
-    and returns the finished epochs; one line and exit 2 if none loads."""
+    and returns it (`Restored`); one line and exit 2 if none loads."""
     from models.checkpoints import CheckpointError, restore
 
     try:
-        epochs, message = restore(model, checkpoint_dir, repair=repair)
+        restored = restore(model, checkpoint_dir, repair=repair, check_run=check_run)
     except CheckpointError as error:
         raise UsageError(str(error)) from None
-    if message:
-        print(message, flush=True)
-    return epochs
+    if restored.message:
+        print(restored.message, flush=True)
+    return restored
 
 
 def _epoch_report_class():
     import keras
 
     class EpochReport(keras.callbacks.Callback):
-        """Prints, after every epoch, its wall time, images/s, and the
-        training and validation metrics; keeps them in `records` and, with
-        `metrics_json`, rewrites that file (atomically) with `earlier` (the
-        records of a resumed run's epochs already done) and them."""
+        """After every epoch, in this order: builds its record (wall time,
+        images/s, the training and validation metrics) into `records`; calls
+        `after_epoch()`; `save(model, epochs_done, history)` (the checkpoint,
+        with `earlier`, the records of a resumed run's epochs already done, and
+        `records`); with `metrics_json`, rewrites that file (atomically) with
+        them; prints the epoch's line."""
 
         def __init__(self, images_per_epoch, validation_name="test", metrics_json=None, earlier=(),
-                     validation_metrics=None):
+                     validation_metrics=None, save=None, after_epoch=None):
             super().__init__()
+            self.save, self.after_epoch = save, after_epoch
             self.images_per_epoch = images_per_epoch
             self.validation_name = validation_name
             self.validation_metrics = validation_metrics or (lambda logs: (logs["val_loss"], logs["val_accuracy"]))
@@ -498,6 +652,10 @@ def _epoch_report_class():
                 record.update({f"{name}_loss": loss, f"{name}_accuracy": accuracy})
                 line += f", {name} loss {loss:.4f}, {name} accuracy {accuracy:.4f}"
             self.records.append(record)
+            if self.after_epoch is not None:
+                self.after_epoch()
+            if self.save is not None:  # the state, with every epoch's record so far
+                self.save(self.model, epoch + 1, self.earlier + self.records)
             if self.metrics_json:  # so that an interrupted run keeps what it measured
                 write_json_atomically(self.metrics_json, {"epochs": self.earlier + self.records,
                                                           "finished": False})
@@ -507,9 +665,10 @@ def _epoch_report_class():
 
 
 def EpochReport(images_per_epoch, validation_name="test", metrics_json=None, earlier=(),  # noqa: N802
-                validation_metrics=None):
+                validation_metrics=None, save=None, after_epoch=None):
     # A class made lazily (keras is imported only after --help).
-    return _epoch_report_class()(images_per_epoch, validation_name, metrics_json, earlier, validation_metrics)
+    return _epoch_report_class()(images_per_epoch, validation_name, metrics_json, earlier, validation_metrics,
+                                 save, after_epoch)
 
 
 def main(argv=None):

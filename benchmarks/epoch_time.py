@@ -30,7 +30,8 @@ def run_one(regime, augment, args):
     import train
 
     argv = ["--model", regime, "--augment", augment, "--epochs", str(args.epochs),
-            "--batch-size", str(args.batch_size), "--seed", "0", "--verbose", "0", *SETTINGS]
+            "--batch-size", str(args.batch_size), "--seed", "0", "--verbose", "0",
+            *(SETTINGS if augment != "none" else [])]  # train.py refuses flags it would ignore
     if args.data_dir:
         argv += ["--data-dir", args.data_dir]
     if args.limit:

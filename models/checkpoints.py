@@ -6,6 +6,13 @@ file names (its `double_checkpoint` layout): `latest.weights.h5` +
 ending in `.bkp` (the state before it, copied there just before the latest is
 written). Every file is replaced atomically (written aside, then renamed).
 
+The metadata also carries what Keras' weights file leaves out and a resumed
+run needs to continue rather than repeat: the state of every random seed
+generator in the model (the augmentation's draws, the dropout masks), the
+run's definition (`run`: the flags that decide what is trained on and how,
+checked by train.py on resume) and the per-epoch records reported so far
+(`history`, from which `--metrics-json` is rebuilt).
+
 A state is two files, so a kill can fall between them: the weights of epoch
 N + 1 beside the metadata of epoch N. The metadata therefore records what the
 weights must hold: the optimizer's step count (`iterations`) and the model's
@@ -16,7 +23,8 @@ checkpoint of another model (another `--model` or `--image-size`) is refused
 as such, every file left as it is.
 
 One writer serves every topology (one device, mirrored, TF multi-worker,
-multi-host JAX): `EpochCheckpoint` after each epoch, or `write` directly.
+multi-host JAX): `write`, called by train.py after each epoch through the
+topology's `checkpoint_saver`.
 """
 
 import hashlib
@@ -25,11 +33,26 @@ import os
 import pathlib
 import shutil
 import tempfile
+from typing import NamedTuple
+
+import numpy as np
 
 WEIGHTS = "latest.weights.h5"
 METADATA = "training_metadata.json"
 BACKUP = ".bkp"
 DAMAGED = ".damaged"
+
+
+class Restored(NamedTuple):
+    """What `restore` found: the finished epochs (0: no checkpoint), the
+    line to print (None), and what the loaded state recorded of its run
+    (`run`, None for a checkpoint of an earlier gpuaug) and its epochs
+    (`history`, a list of train.py's per-epoch records)."""
+
+    epochs: int
+    message: str = None
+    run: dict = None
+    history: list = ()
 
 
 class CheckpointError(Exception):
@@ -65,6 +88,14 @@ def _iterations(model):
     return None if optimizer is None else int(keras.ops.convert_to_numpy(optimizer.iterations))
 
 
+def _seed_states(model):
+    """The model's seed generator states (`keras.random.SeedGenerator`:
+    the augmentation layer's, dropout's), in `model.variables` order."""
+    weights = {id(weight) for weight in model.weights}
+    return [variable for variable in model.variables
+            if id(variable) not in weights and variable.name == "seed_generator_state"]
+
+
 def _read_metadata(path):
     metadata = json.loads(path.read_text())
     epochs = metadata["epoch"]
@@ -73,10 +104,16 @@ def _read_metadata(path):
     return metadata
 
 
-def _load(model, weights, metadata_path):
-    """Loads one state into `model`; returns its finished epochs or raises
+def _load(model, weights, metadata_path, check_run=None):
+    """Loads one state into `model`; returns its metadata or raises
     `_Unusable` (damaged, or weights and metadata from different epochs) or
-    `_OtherModel`."""
+    `_OtherModel`. `check_run(recorded run)` runs before any weight is loaded.
+    The seed states load when the model has as many seed generators as the
+    state recorded (otherwise it has other random layers, e.g. no
+    augmentation: it keeps its own seeds; train.py's run check refuses that
+    resume first)."""
+    import keras
+
     try:
         metadata = _read_metadata(metadata_path)
     except (OSError, ValueError, KeyError, TypeError) as error:
@@ -86,6 +123,8 @@ def _load(model, weights, metadata_path):
         raise _OtherModel(f"it holds a checkpoint of another model ({_describe(saved)}; this run builds "
                           f"{_describe(fingerprint(model))}): use the same --model and --image-size as the run "
                           "that wrote it, or another directory")
+    if check_run is not None:
+        check_run(metadata.get("run"))
     if not weights.exists():
         raise _Unusable(f"{weights.name} is missing")
     try:
@@ -113,7 +152,11 @@ def _load(model, weights, metadata_path):
     if expected is not None and loaded is not None and loaded != expected:
         raise _Unusable(f"{weights.name} is from step {loaded:,} but {metadata_path.name} from step "
                         f"{expected:,} (a kill between the two writes)")
-    return metadata["epoch"]
+    states, variables = metadata.get("seed_states"), _seed_states(model)
+    if states is not None and len(states) == len(variables):
+        for variable, state in zip(variables, states):
+            variable.assign(np.asarray(state, dtype=keras.backend.standardize_dtype(variable.dtype)))
+    return metadata
 
 
 def _replace_with_copy(source, destination):
@@ -122,10 +165,13 @@ def _replace_with_copy(source, destination):
     os.replace(partial, destination)
 
 
-def write(model, folder, epochs_done, backup=True):
+def write(model, folder, epochs_done, backup=True, run=None, history=()):
     """Writes `model`'s training state after `epochs_done` epochs: the
-    weights (optimizer state included) and their metadata, each replaced
+    weights (optimizer state included) and their metadata (the seed
+    states, `run` and `history`: see the module's docstring), each replaced
     atomically. With `backup`, the previous state is copied to `*.bkp` first."""
+    import keras
+
     folder = pathlib.Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     partial = folder / "partial.weights.h5"
@@ -136,12 +182,14 @@ def write(model, folder, epochs_done, backup=True):
                 _replace_with_copy(folder / name, folder / (name + BACKUP))
     os.replace(partial, folder / WEIGHTS)
     metadata = folder / (METADATA + ".partial")
+    states = [np.asarray(keras.ops.convert_to_numpy(variable)).tolist() for variable in _seed_states(model)]
     metadata.write_text(json.dumps({"epoch": epochs_done, "iterations": _iterations(model),
-                                    "model": fingerprint(model)}))
+                                    "model": fingerprint(model), "seed_states": states, "run": run,
+                                    "history": list(history)}))
     os.replace(metadata, folder / METADATA)
 
 
-def restore(model, folder, repair=True):
+def restore(model, folder, repair=True, check_run=None):
     """Loads the newest usable training state of `folder` into `model`.
 
     Args:
@@ -150,11 +198,13 @@ def restore(model, folder, repair=True):
         repair: when resuming from the backup, keep the unusable latest files
             as `*.damaged` and copy the backup over them (False on the
             processes of a multi-process run that write nothing).
+        check_run: called with a state's recorded `run` (None for an earlier
+            gpuaug's) before its weights load; what it raises propagates.
 
     Returns:
-        (finished_epochs, message): 0 and None when the folder holds no
-        checkpoint; otherwise the epochs the loaded state had finished and a
-        line saying where it came from.
+        A `Restored`: epochs 0 when the folder holds no checkpoint;
+        otherwise the epochs the loaded state had finished, a line saying
+        where it came from, and its recorded run and history.
 
     Raises:
         CheckpointError: there is a checkpoint but neither state loads, or it
@@ -164,10 +214,10 @@ def restore(model, folder, repair=True):
     latest = (folder / WEIGHTS, folder / METADATA)
     backup = (folder / (WEIGHTS + BACKUP), folder / (METADATA + BACKUP))
     if not any(path.exists() for path in latest + backup):
-        return 0, None
+        return Restored(0)
     try:
-        epochs = _load(model, *latest)
-        return epochs, f"resuming from {folder}: {epochs} epoch(s) already done"
+        metadata = _load(model, *latest, check_run)
+        return _restored(metadata, f"resuming from {folder}: {metadata['epoch']} epoch(s) already done")
     except _Unusable as error:
         latest_problem = str(error)
     except _OtherModel as error:
@@ -175,7 +225,7 @@ def restore(model, folder, repair=True):
     try:
         if not any(path.exists() for path in backup):
             raise _Unusable("no backup (.bkp)")
-        epochs = _load(model, *backup)
+        metadata = _load(model, *backup, check_run)
     except _Unusable as error:
         raise CheckpointError(
             f"--checkpoint-dir {folder}: unreadable checkpoint: {latest_problem}, and {error}; "
@@ -190,23 +240,10 @@ def restore(model, folder, repair=True):
                 os.replace(damaged, damaged.with_name(damaged.name + DAMAGED))
             _replace_with_copy(good, damaged)
         kept = f"; the damaged files are kept as *{DAMAGED}"
-    return epochs, (
-        f"resuming from the backup checkpoint in {folder} ({latest_problem}{kept}): "
-        f"{epochs} epoch(s) already done"
-    )
+    return _restored(metadata, f"resuming from the backup checkpoint in {folder} ({latest_problem}{kept}): "
+                               f"{metadata['epoch']} epoch(s) already done")
 
 
-def epoch_checkpoint(folder, save=None):
-    """A Keras callback that writes the checkpoint after every epoch (before
-    later callbacks report the epoch). `save(model, folder, epochs_done)`
-    replaces `write` (the JAX cluster's processes: every one takes part in the
-    save, only the chief writes)."""
-    import keras
-
-    save = save or write
-
-    class EpochCheckpoint(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            save(self.model, folder, epoch + 1)
-
-    return EpochCheckpoint()
+def _restored(metadata, message):
+    history = metadata.get("history")
+    return Restored(metadata["epoch"], message, metadata.get("run"), list(history) if isinstance(history, list) else [])

@@ -109,7 +109,7 @@ def split_arrays(train, test, seed=0, limit=None, validation_split=None):
     x, y = train
     order = np.random.default_rng(seed).permutation(len(x))
     used = len(x) if limit is None else min(limit, len(x))
-    n_val = round(used * validation_split) if validation_split else 0
+    n_val = int(used * validation_split) if validation_split else 0  # Keras' validation_split rule
     if used - n_val < 1 or (validation_split and n_val < 1):
         raise DataError(f"{len(x)} training images are too few for a training and a validation set")
     train_part, val_part = order[: used - n_val], order[used - n_val: used]

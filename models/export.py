@@ -23,13 +23,12 @@ killed run left half-written. An export without a SavedModel (TensorFlow not
 installed) has a dangling `saved_model` link: absent to every reader.
 
 Anything else in DIR is never touched. An entry named `model.keras` or
-`saved_model` that is not an export (a folder named `model.keras`, a
-`saved_model` without `saved_model.pb`, a link elsewhere) is refused, never
-deleted. A folder holding an export of an earlier gpuaug (two plain entries)
-is adopted on its first export: `model.keras` is replaced by its link in one
-rename, and `saved_model/` moves into the version folder and its link takes
-its place: between those two renames (once per folder, ever) a reader can
-find no `saved_model`.
+`saved_model` that is not this layout's link (a file or folder of the
+user's, a link elsewhere, a plain export written by an earlier gpuaug: they
+cannot be told apart) is never replaced, moved or removed: an export into DIR,
+and `python -m models.export DIR`, refuse it in one line and leave DIR as it
+is. An earlier gpuaug's journal folders (`.gpuaug-export-staging`, `-ready`,
+`-old`, names it owned) are finished or removed.
 """
 
 import contextlib
@@ -61,28 +60,21 @@ def _is_our_link(path):
     return path.is_symlink() and os.readlink(path) == _link_target(path.name)
 
 
-def _is_legacy_entry(path):
-    """A plain entry an earlier gpuaug's export wrote."""
-    if path.is_symlink():
-        return False
-    if path.name == MODEL_FILE:
-        return path.is_file()
-    return path.is_dir() and ((path / "saved_model.pb").is_file() or not any(path.iterdir()))
-
-
 def check_target(export_dir):
     """Raises `ExportError` if exporting into `export_dir` would have to
-    replace something that is not an export. Writes nothing."""
+    replace something this layout did not write. Writes nothing."""
     target = pathlib.Path(export_dir).absolute()
     if target.exists() and not target.is_dir():
         raise ExportError(f"--export {target} exists and is not a directory")
     for name in ENTRIES:
         entry = target / name
-        if os.path.lexists(entry) and not (_is_our_link(entry) or _is_legacy_entry(entry)):
+        if os.path.lexists(entry) and not _is_our_link(entry):
+            what = ("a link to " + os.readlink(entry) if entry.is_symlink() else
+                    "a folder" if entry.is_dir() else "a file")
             raise ExportError(
-                f"--export {target}: {name} there is not a gpuaug export "
-                f"(expected {'a .keras file' if name == MODEL_FILE else 'a SavedModel folder'}); "
-                "it is left untouched: move it away or export elsewhere"
+                f"--export {target}: {name} there is not a gpuaug export (it is {what}, not the export's link "
+                f"{_link_target(name)}; a plain export of an earlier gpuaug looks the same); it is left "
+                "untouched: move it away or export elsewhere"
             )
 
 
@@ -162,44 +154,28 @@ def _new_version(store):
 
 
 def _adopt_legacy(target, store):
-    """Gives a folder an export of an earlier gpuaug (plain entries, or its
-    journal's ready folder) a `current` version holding that export."""
+    """Installs, as a version, a complete export that an earlier gpuaug's
+    journal left in its ready folder (a folder name it owned)."""
     ready = target / LEGACY_READY
-    if ready.is_dir():  # a complete export that an earlier gpuaug's run had not installed
-        (ready / "entries").unlink(missing_ok=True)
-        version = _new_version(store)
-        os.rename(ready, version)
-    elif any(_is_legacy_entry(target / name) for name in ENTRIES):
-        version = _new_version(store)
-        partial = version.with_name(version.name + PARTIAL)
-        partial.mkdir()
-        if _is_legacy_entry(target / MODEL_FILE):  # a copy: the plain file stays readable until its link replaces it
-            shutil.copy2(target / MODEL_FILE, partial / MODEL_FILE)
-            _fsync(partial / MODEL_FILE)
-        os.rename(partial, version)
-    else:
+    if not ready.is_dir():
         return
+    (ready / "entries").unlink(missing_ok=True)
+    version = _new_version(store)
+    os.rename(ready, version)
     _symlink_atomically(store / CURRENT, version.name)
 
 
-def _link_entries(target, store):
-    """Makes each entry of `target` its link into `current` (idempotent): a
-    plain entry of an earlier gpuaug is replaced, its content kept in the
-    current version."""
-    current = _current(store)
+def _link_entries(target):
+    """Creates each entry of `target` that is absent as its link into
+    `current` (idempotent). An entry that is there and is not that link is
+    never replaced: `ExportError` (check_target refuses it up front)."""
     for name in ENTRIES:
         entry = target / name
         if _is_our_link(entry):
             continue
-        move_aside = None
-        if entry.is_dir() and not entry.is_symlink():  # a legacy saved_model: into the version
-            if current is None:
-                raise ExportError(f"{entry} is an earlier export's, but {target / STORE} has no current version")
-            destination = current / name if not os.path.lexists(current / name) else store / ("legacy" + PARTIAL)
-            move_aside = lambda: os.rename(entry, destination)  # noqa: E731 - the gap: just before the link
-        _symlink_atomically(entry, _link_target(name), move_aside)  # a legacy model.keras: one rename
-        if move_aside is not None and destination.parent == store:
-            shutil.rmtree(destination)
+        if os.path.lexists(entry):
+            check_target(target)  # raises, naming it
+        _symlink_atomically(entry, _link_target(name))
 
 
 def _clean(target, store):
@@ -248,22 +224,25 @@ def _recover_locked(target):
         _symlink_atomically(store / CURRENT, versions[-1].name)
         outcome = "installed"
     if _current(store) is not None:
-        _link_entries(target, store)
+        _link_entries(target)
         _prune(store)
     return outcome
 
 
 def recover(export_dir):
     """Tidies `export_dir` after an interrupted export: removes what a killed
-    run left half-written, installs a complete export an earlier gpuaug's
-    journal left ready, and restores a link the adoption of an earlier
-    export was killed before writing.
+    run left half-written, installs a complete export a killed run (or an
+    earlier gpuaug's journal) left ready, and writes a link that is absent.
+    Raises `ExportError`, touching nothing, when an entry is not the
+    export's link (`check_target`).
 
     Returns "installed", "discarded" or None (nothing to do)."""
     target = pathlib.Path(export_dir).absolute()
     if not target.is_dir():
         return None
+    check_target(target)
     with _locked(target):
+        check_target(target)  # again under the lock: what a concurrent writer may have changed
         return _recover_locked(target)
 
 
@@ -281,10 +260,9 @@ def publish(export_dir, write):
             _recover_locked(target)
             store = target / STORE
             store.mkdir(exist_ok=True)
-            _adopt_legacy(target, store)
             # The links first (dangling before a first export, which makes both
             # appear at once with the switch), then the version, then the switch.
-            _link_entries(target, store)
+            _link_entries(target)
             version = _new_version(store)
             partial = version.with_name(version.name + PARTIAL)
             partial.mkdir()

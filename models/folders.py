@@ -49,9 +49,12 @@ SIGNATURES = {
     ".bmp": (b"BM",),
 }
 IMAGE_SUFFIXES = tuple(SIGNATURES)
+# The version of `load_image` (with TensorFlow's, part of a pixel cache's key):
+# bumped whenever the pixels it gives could change.
+DECODER = "gpuaug load_image 2"
 # What file managers leave in folders of pictures (besides hidden files).
 FILE_MANAGER_FILES = ("thumbs.db", "desktop.ini", "ehthumbs.db")
-TEST_FRACTION = 0.2
+TEST_FRACTION = 0.2  # cut as Keras' validation_split: int(fraction * count)
 HELD_OUT = ("test", "val", "validation")
 
 
@@ -79,45 +82,98 @@ class ImageFiles:
 
     def check(self):
         """Reads the first bytes of each file (distinct paths once): a file
-        that is not the image its suffix says raises DataError naming it."""
+        that is not the image its suffix says, or a BMP that TensorFlow's
+        decoder would get wrong (`bmp_problem`), raises DataError naming it."""
         for path in dict.fromkeys(self.paths):
             suffix = pathlib.Path(path).suffix.lower()
             try:
                 with open(path, "rb") as handle:
-                    head = handle.read(8)
+                    head = handle.read(BMP_HEAD if suffix == ".bmp" else 8)
             except OSError as error:
-                raise DataError(f"cannot read image {path}: {error.strerror or error}") from None
+                raise DataError(f"cannot read image {printable(path)}: {error.strerror or error}") from None
             if not head.startswith(SIGNATURES[suffix]):
-                raise DataError(f"cannot read image {path}: not a {suffix[1:].upper()} file")
+                raise DataError(f"cannot read image {printable(path)}: not a {suffix[1:].upper()} file")
+            problem = bmp_problem(head) if suffix == ".bmp" else None
+            if problem:
+                raise DataError(f"cannot read image {printable(path)}: {problem}; convert it to a 24-bit BMP or a PNG")
 
-    def dataset(self, shuffle_seed=None, cache=None):
+    def dataset(self, shuffle_seed=None, cache=None, epoch=None):
         """A `tf.data` dataset of (uint8 image, int32 label[, float32 weight]).
 
-        shuffle_seed: None keeps the order; an int reshuffles every epoch
-            (the whole list, before decoding; after the cache, with it).
+        shuffle_seed: None keeps the order; an int gives every epoch its own
+            order, a function of (shuffle_seed, the epoch that `epoch`, a
+            `models.order.EpochCounter`, holds) only, so that a resumed run
+            continues the sequence (the whole list before decoding; after a
+            cache, a buffer shuffle of the cached images).
         cache: None, or a `models.cache.PixelCache`: decoded images are kept
             (in memory or in its files) and later epochs read no image file.
         """
         import tensorflow as tf
 
-        columns = [list(self.paths), np.asarray(self.labels, "int32")]
+        from models import order
+
+        if shuffle_seed is not None and epoch is None:
+            epoch = order.EpochCounter()  # epoch 0 until set
+        # Paths as bytes: a file name that is not valid UTF-8 is read as it is named.
+        columns = [tf.constant([os.fsencode(path) for path in self.paths], tf.string),
+                   tf.constant(np.asarray(self.labels, "int32"))]
         if self.weights is not None:
-            columns.append(np.asarray(self.weights, "float32"))
-        dataset = tf.data.Dataset.from_tensor_slices(tuple(columns))
+            columns.append(tf.constant(np.asarray(self.weights, "float32")))
         size = tuple(self.image_size)
 
         def load(path, *rest):
             return (load_image(path, size), *rest)
 
+        def items():
+            if shuffle_seed is None:
+                return tf.data.Dataset.from_tensor_slices(tuple(columns))
+            permutation = order.permutation(len(self), shuffle_seed, epoch)
+            return tf.data.Dataset.from_tensor_slices(tuple(tf.gather(column, permutation) for column in columns))
+
         if cache is None:
-            if shuffle_seed is not None:
-                dataset = dataset.shuffle(len(self), seed=shuffle_seed, reshuffle_each_iteration=True)
-            return dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE)
-        dataset = cache.apply(dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE))
-        if shuffle_seed is not None:
-            buffer = cache.shuffle_buffer(len(self), int(np.prod(size)) * 3)
-            dataset = dataset.shuffle(buffer, seed=shuffle_seed, reshuffle_each_iteration=True)
-        return dataset
+            listed = items() if shuffle_seed is None else order.per_epoch(items, len(self))
+            return listed.map(load, num_parallel_calls=tf.data.AUTOTUNE)
+        decoded = cache.apply(tf.data.Dataset.from_tensor_slices(tuple(columns)).map(
+            load, num_parallel_calls=tf.data.AUTOTUNE))
+        if shuffle_seed is None:
+            return decoded
+        buffer = cache.shuffle_buffer(len(self), int(np.prod(size)) * 3)
+        return order.per_epoch(lambda: order.buffer_shuffle(decoded, buffer, shuffle_seed, epoch), len(self))
+
+
+BMP_HEAD = 14 + 40 + 4 * 256  # file header, BITMAPINFOHEADER, a full palette
+
+
+def bmp_problem(head):
+    """Why TensorFlow's BMP decoder (which Keras' loader uses too) would not
+    give a BMP's colours, from its first bytes `head`; None when it does.
+    It decodes 24- and 32-bit BMPs, and 8-bit ones as grey: right for a grey
+    palette (entry i = (i, i, i)), wrong for any other palette, which it
+    ignores; other depths it cannot decode at all."""
+    header = int.from_bytes(head[14:18], "little")
+    if header < 40:  # OS/2 BITMAPCOREHEADER: 16-bit fields
+        bits = int.from_bytes(head[24:26], "little")
+    else:
+        bits = int.from_bytes(head[28:30], "little")
+    if bits in (24, 32):
+        return None
+    if bits != 8:
+        return f"a {bits}-bit BMP, which TensorFlow's decoder (Keras' loader's) cannot read"
+    entry = 4 if header >= 40 else 3
+    used = int.from_bytes(head[46:50], "little") if header >= 40 else 0
+    palette = head[14 + header:14 + header + entry * 256]
+    grey = (used in (0, 256) and len(palette) == entry * 256
+            and all(palette[i * entry:i * entry + 3] == bytes((i, i, i)) for i in range(256)))
+    if grey:
+        return None
+    return ("an 8-bit palette BMP, which TensorFlow's decoder (Keras' loader's) reads as grey, ignoring its "
+            "colours")
+
+
+def printable(path):
+    """A path for a message: a name that is not valid UTF-8 keeps its bytes
+    as \\x escapes instead of failing to print."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def load_image(path, image_size):
@@ -145,6 +201,7 @@ class FolderSplits:
     class_names: list
     folders: tuple  # the class-folder roots listed: (train,) or (train, held-out...)
     description: str  # one line: which folder is which split
+    settings: dict = None  # what defines the splits beyond the files: a pixel cache's key holds it
 
     @property
     def counts(self):
@@ -250,10 +307,10 @@ def open_image_folder(path, image_size=(32, 32), seed=0, limit=None, validation_
     total = len(files)
     order = np.random.RandomState(seed).permutation(total)  # Keras' own draw for `seed`
     files = [files[i] for i in order]
-    n_test = held_out_count = 0 if "test" in held_out else max(1, round(total * TEST_FRACTION))
+    n_test = held_out_count = 0 if "test" in held_out else max(1, int(total * TEST_FRACTION))
     available = total - held_out_count
     used = available if limit is None else min(limit, available)
-    n_val = round(used * validation_split) if validation_split else 0
+    n_val = int(used * validation_split) if validation_split else 0
     n_train = used - n_val
     if n_train < 1 or (validation_split and n_val < 1):
         raise DataError(f"{train_dir}: {total} images are too few for a training set"
@@ -269,12 +326,15 @@ def open_image_folder(path, image_size=(32, 32), seed=0, limit=None, validation_
         else:
             validation = part
     described = {"train": train_dir, **held_out}
-    description = (f"{pathlib.Path(path)}: {len(class_names)} classes; training from {described['train']}"
-                   + (f", validation from {held_out['validation']}" if "validation" in held_out else "")
-                   + (f", test set {held_out['test']}" if "test" in held_out else
+    description = (f"{printable(path)}: {len(class_names)} classes; training from {printable(described['train'])}"
+                   + (f", validation from {printable(held_out['validation'])}" if "validation" in held_out else "")
+                   + (f", test set {printable(held_out['test'])}" if "test" in held_out else
                       f", test set a seeded {TEST_FRACTION:.0%} of it"))
+    settings = {"root": os.fsencode(os.path.abspath(path)).hex(), "class_names": class_names, "seed": seed,
+                "limit": limit, "validation_split": validation_split, "test_fraction": TEST_FRACTION,
+                "held_out": sorted(held_out)}
     return FolderSplits(train=train, validation=validation, test=test, class_names=class_names,
-                        folders=(train_dir, *held_out.values()), description=description)
+                        folders=(train_dir, *held_out.values()), description=description, settings=settings)
 
 
 def is_decode_error(error):
@@ -284,18 +344,38 @@ def is_decode_error(error):
     return isinstance(error, tf.errors.OpError) and "decode" in str(error).lower()
 
 
-def find_undecodable(parts):
-    """The first file of `parts` (ImageFiles) that TensorFlow cannot decode,
-    as a one-line message (run after the pipeline failed: a file that passed
-    the check of its first bytes, e.g. one truncated after its header)."""
+def _tensorflow_problem(path):
     import tensorflow as tf
 
+    try:
+        tf.io.decode_image(tf.io.read_file(os.fsencode(path)), channels=3, expand_animations=False)
+    except tf.errors.OpError as error:
+        reason = (error.message or type(error).__name__).strip().splitlines()[0]
+        return re.sub(r"^\{\{.*?\}\}\s*|\s*\[Op:.*$", "", reason)  # TF's op decorations
+    return None
+
+
+def _pillow_problem(path):
+    """Why `flow_from_directory`'s reader (Keras' `load_img`, Pillow) fails on `path`."""
+    from keras.utils import img_to_array, load_img
+
+    try:
+        img_to_array(load_img(path, color_mode="rgb"))  # Pillow decodes lazily: the array makes it
+    except Exception as error:  # noqa: BLE001 - Pillow raises OSError, SyntaxError, ValueError...
+        return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return None
+
+
+def find_undecodable(parts, reader="tensorflow", default="cannot decode an image of the data set"):
+    """The first file of `parts` (ImageFiles) that `reader` ("tensorflow":
+    the tf.data pipeline's decoder; "pillow": flow_from_directory's) cannot
+    decode, as a one-line message, or `default` (run after the pipeline
+    failed: a file that passed the check of its first bytes, e.g. one
+    truncated after its header)."""
+    problem_of = _tensorflow_problem if reader == "tensorflow" else _pillow_problem
     for part in parts:
         for path in dict.fromkeys(part.paths if part is not None else ()):
-            try:
-                tf.io.decode_image(tf.io.read_file(str(path)), channels=3, expand_animations=False)
-            except tf.errors.OpError as error:
-                reason = (error.message or type(error).__name__).strip().splitlines()[0]
-                reason = re.sub(r"^\{\{.*?\}\}\s*|\s*\[Op:.*$", "", reason)  # TF's op decorations
-                return f"cannot read image {path}: {reason}"
-    return "cannot decode an image of the data set"
+            problem = problem_of(path)
+            if problem:
+                return f"cannot read image {printable(path)}: {problem}"
+    return default

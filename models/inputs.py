@@ -1,10 +1,12 @@
 """What `Model.fit` and `evaluate` get from train.py's splits (`models.data.Splits`),
 and each process's share of them.
 
-Arrays go in as numpy uint8 arrays (Keras batches them); image files as
-batched, prefetched `tf.data` pipelines that decode only the files given
-(`models.folders.ImageFiles`), as uint8 too: pixels cross to the device as
-bytes and become floats inside the compiled step. `--augment generator`
+Training arrays and image files go in as batched, prefetched `tf.data`
+pipelines whose every epoch has its own order, a function of (seed, epoch)
+only (`models.order`: a resumed run continues the sequence); image files are
+decoded only where they are read (`models.folders.ImageFiles`); evaluated
+arrays go in as numpy arrays (Keras batches them). Pixels stay uint8: they
+cross to the device as bytes and become floats inside the compiled step. `--augment generator`
 feeds `ImageDataGenerator.flow` (arrays) or `flow_from_directory` (folders)
 with the same arguments and the same training files.
 
@@ -39,12 +41,17 @@ class Feeds:
 
     caches: where decoded pixels are kept (None, `models.cache.MEMORY` or a
     folder); cache_name(split, index, processes): the cache's name for a share.
+    `epoch` (a `models.order.EpochCounter`) is the epoch the training feed
+    is in: its `callback()` goes into fit's callbacks.
     """
 
     def __init__(self, splits, batch_size, evaluation_batch_size, seed, caches=None, cache_name=None):
+        from models.order import EpochCounter
+
         self.splits, self.seed = splits, seed
         self.batch_size, self.evaluation_batch_size = batch_size, evaluation_batch_size
         self.caches, self.cache_name = caches, cache_name or (lambda split, index=None, processes=None: split)
+        self.epoch = EpochCounter()
         self._built, self._pixel_caches = {}, {}
 
     def cache(self, split, part, index=None, processes=None):
@@ -56,7 +63,10 @@ class Feeds:
 
         name = self.cache_name(split, index, processes)
         if name not in self._pixel_caches:
-            self._pixel_caches[name] = PixelCache(self.caches, name, part)
+            settings = getattr(self.splits.folder, "settings", None)
+            self._pixel_caches[name] = cache = PixelCache(self.caches, name, part, settings)
+            for line in cache.notes:
+                print(line, flush=True)
         return self._pixel_caches[name]
 
     def files_dataset(self, split, part, shuffle, index=None, processes=None):
@@ -66,14 +76,23 @@ class Feeds:
         cache = self.cache(split, part, index, processes)
         if cache is None or not cache.reused:
             part.check()
-        return part.dataset(shuffle_seed=self.seed if shuffle else None, cache=cache)
+        return part.dataset(shuffle_seed=self.seed if shuffle else None, cache=cache, epoch=self.epoch)
+
+    def array_batches(self, part, batch_size):
+        """Training arrays as batches in each epoch's order (`models.order`)."""
+        from models.order import array_batches
+
+        return array_batches(part, batch_size, self.seed, self.epoch)
 
     def _arguments(self, split, shuffle):
         part = getattr(self.splits, split)
         batch_size = self.batch_size if split == "train" else self.evaluation_batch_size
+        if isinstance(part, tuple) and not shuffle:
+            return fit_arguments(part, batch_size)
         if isinstance(part, tuple):
-            return fit_arguments(part, batch_size, shuffle=shuffle)
-        dataset = batched(self.files_dataset(split, part, shuffle), batch_size)
+            dataset = self.array_batches(part, batch_size)
+        else:
+            dataset = batched(self.files_dataset(split, part, shuffle), batch_size)
         # fit's shuffle=True (its default) does nothing on a dataset but warn.
         return {"x": dataset, **({"shuffle": False} if shuffle else {})}
 
@@ -102,17 +121,28 @@ class Feeds:
         data = tuple(arguments[key] for key in ("x", "y", "sample_weight") if key in arguments)
         return {"validation_data": data, "validation_batch_size": arguments["batch_size"]}
 
+    def finalize_caches(self):
+        """Records the manifest of every file cache tf.data has finished
+        (`PixelCache.finalize`); called after each epoch and at the end."""
+        for cache in self._pixel_caches.values():
+            cache.finalize()
+
+    def close(self):
+        """Releases the locks of this process's file caches (their files stay)."""
+        for cache in self._pixel_caches.values():
+            cache.close()
+
     def describe_caches(self):
         return [cache.describe() for cache in self._pixel_caches.values()]
 
 
-def fit_arguments(part, batch_size, shuffle=False):
-    """Keyword arguments of `fit`/`evaluate` for arrays: x, y, batch_size
-    (shuffle, sample_weight)."""
+def fit_arguments(part, batch_size):
+    """Keyword arguments of `evaluate` for arrays: x, y, batch_size
+    (sample_weight)."""
     arguments = {"x": part[0], "y": part[1], "batch_size": batch_size}
     if len(part) == 3:
         arguments["sample_weight"] = part[2]
-    return {**arguments, **({"shuffle": True} if shuffle else {})}
+    return arguments
 
 
 def _select(part, indices, weights=None):
@@ -205,6 +235,17 @@ def files_flow_from_directory_skips(files):
 
     formats = tuple("." + suffix for suffix in DirectoryIterator.white_list_formats)
     return [path for path, _ in files if not str(path).lower().endswith(formats)]
+
+
+def continue_generator(flow, epochs_done):
+    """Moves the legacy iterator `flow` past `epochs_done` epochs: it reseeds
+    numpy's global generator with seed + its batch counter before every batch,
+    so a resumed run that restarts the counter replays epoch 1's draws and
+    order. With the counter restored no epoch's draws repeat; they are not
+    those of an uninterrupted run draw for draw (Keras' PyDataset adapter,
+    which fit wraps it in, reads extra batches and shuffles the batch order
+    with the same global generator)."""
+    flow.total_batches_seen = int(epochs_done) * len(flow)
 
 
 def generator_flow(splits, augmentation, batch_size, seed, scratch):

@@ -73,21 +73,16 @@ def save_on_every_process(save, chief):
         return save(pathlib.Path(scratch))
 
 
-def write_checkpoint(model, folder, epochs_done, chief):
-    """`checkpoints.write` on the chief; the other processes save the
-    weights into scratch (see above)."""
+def write_checkpoint(model, folder, epochs_done, chief, **metadata):
+    """`checkpoints.write` on the chief (`metadata`: its `run` and
+    `history`); the other processes save the weights into scratch (see
+    above). Every process calls it after every epoch; every process restores
+    (train.py's `restore_checkpoint`)."""
 
     def save(scratch):
         if scratch is None:
-            checkpoints.write(model, folder, epochs_done)
+            checkpoints.write(model, folder, epochs_done, **metadata)
         else:
             model.save_weights(scratch / "partial.weights.h5")
 
     save_on_every_process(save, chief)
-
-
-def checkpoint_callback(folder, chief):
-    """A Keras callback writing the checkpoint after every epoch (resuming
-    is train.py's `restore_checkpoint`, run by every process)."""
-    return checkpoints.epoch_checkpoint(
-        folder, save=lambda model, folder, epochs_done: write_checkpoint(model, folder, epochs_done, chief))

@@ -22,6 +22,9 @@ padded / real items, and the accuracy is the weighted one (the compiled
 """
 
 import contextlib
+import json
+import os
+import re
 
 from models import checkpoints, inputs
 
@@ -61,11 +64,11 @@ class Topology:
         if generator and feeds.splits.kind == "folder":
             feeds.splits.train.check()
 
-    def _share_out(self, splits, counts, seed, index, processes, multiple):
+    def _share_out(self, splits, counts, seed, index, processes, multiple, names=("train", "validation", "test")):
         """`inputs.share_splits`, remembering how much padding each evaluated split got."""
-        left_out = inputs.share_splits(splits, counts, seed, index, processes, multiple)
+        left_out = inputs.share_splits(splits, counts, seed, index, processes, multiple, names)
         for name in ("validation", "test"):
-            if getattr(splits, name) is not None:
+            if name in names and getattr(splits, name) is not None:
                 self.padded[name] = (counts[name], inputs.evaluation_length(counts[name], processes, multiple)
                                      * processes)
         return left_out.get("train", 0)
@@ -74,8 +77,11 @@ class Topology:
         index, processes = (self.index, self.processes) if index is None else (index, processes)
         return split if processes == 1 else f"{split}-process-{index}-of-{processes}"
 
-    def checkpoint_callback(self, folder):
-        return checkpoints.epoch_checkpoint(folder)
+    def checkpoint_saver(self, folder):
+        """`save(model, epochs_done, run=..., history=...)`, writing this
+        process's part of the checkpoint in `folder` after an epoch, or None
+        where this process takes no part."""
+        return lambda model, epochs_done, **metadata: checkpoints.write(model, folder, epochs_done, **metadata)
 
     def fit(self, model, feeds, train_count, fit_kwargs):
         """Trains with `Model.fit` on the training feed; `fit_kwargs` as fit's
@@ -103,10 +109,11 @@ class Topology:
 OneDevice = Topology
 
 
-def _left_out_line(devices, left_out):
+def _left_out_line(devices, left_out, processes=1):
     if not left_out:
         return None
-    return (f"{devices} devices: every batch must split evenly over them, so {left_out} training image(s) "
+    over = f"{devices} devices" if processes == 1 else f"{processes} processes of {devices // processes} device(s)"
+    return (f"{over}: every batch must split evenly over them, so {left_out} training image(s) "
             "are left out")
 
 
@@ -128,13 +135,16 @@ class TFMirrored(Topology):
         return self.strategy.scope()
 
     def share(self, splits, counts, seed):
-        # tf.data splits uneven batches over the replicas; Keras' generator
-        # input does not (an AddN shape error or a hang), so there the training
-        # split is trimmed to a multiple of the replicas.
-        if not self.generator or self.replicas == 1:
+        # tf.data splits uneven training batches over the replicas; Keras'
+        # generator input does not (an AddN shape error or a hang), so there the
+        # training split is trimmed to a multiple of the replicas. Keras'
+        # evaluate cannot take a batch that splits unevenly either (AddN again,
+        # on a split smaller than a batch with an odd count): the evaluated
+        # splits are padded to a multiple of the replicas with weight-0 images.
+        if self.replicas == 1:
             return None
-        left_out = inputs.share_splits(splits, counts, seed, 0, 1, self.replicas, ("train",))["train"]
-        return _left_out_line(self.replicas, left_out)
+        names = ("train", "validation", "test") if self.generator else ("validation", "test")
+        return _left_out_line(self.replicas, self._share_out(splits, counts, seed, 0, 1, self.replicas, names))
 
 
 class JaxDataParallel(Topology):
@@ -180,16 +190,20 @@ class JaxMultiHost(Topology):
         self.chief = self.index == 0
 
     def share(self, splits, counts, seed):
-        self._share_out(splits, counts, seed, self.index, self.processes, self.local_devices)
+        left_out = self._share_out(splits, counts, seed, self.index, self.processes, self.local_devices)
         mine = counts["train"]
         counts["train"] = mine * self.processes  # counts are totals, as everywhere
-        return (f"process {self.index} of {self.processes}: {mine} training and "
-                f"{self.padded['test'][1] // self.processes} test images")
+        lines = [f"process {self.index} of {self.processes}: {mine} training and "
+                 f"{self.padded['test'][1] // self.processes} test images",
+                 _left_out_line(self.replicas, left_out, self.processes)]
+        return "\n".join(line for line in lines if line)
 
-    def checkpoint_callback(self, folder):
+    def checkpoint_saver(self, folder):
         from models import jax_cluster
 
-        return jax_cluster.checkpoint_callback(folder, self.chief)
+        chief = self.chief
+        return lambda model, epochs_done, **metadata: jax_cluster.write_checkpoint(model, folder, epochs_done, chief,
+                                                                                 **metadata)
 
     def write_export(self, export_dir, publish, write):
         from models import jax_cluster
@@ -212,6 +226,7 @@ class TFMultiWorker(Topology):
         super().__init__()
         import tensorflow as tf
 
+        check_tf_config(os.environ.get("TF_CONFIG"))
         self.strategy = tf.distribute.MultiWorkerMirroredStrategy()  # before TensorFlow runs anything else
         self.replicas = self.strategy.num_replicas_in_sync
         self.loop = None  # the custom loop of the model being trained (built at the first fit or evaluate)
@@ -231,15 +246,16 @@ class TFMultiWorker(Topology):
     def share(self, splits, counts, seed):
         # Each worker cuts its shares inside the distributed datasets (by its
         # input pipeline); here only the training split's common size.
-        counts["train"] = inputs.share_length(counts["train"], self.processes) * self.processes
-        return None
+        total = counts["train"]
+        counts["train"] = inputs.share_length(total, self.processes) * self.processes
+        return _left_out_line(self.replicas, total - counts["train"], self.processes)
 
     def prepare(self, feeds, generator=False):
         """Nothing yet: each worker builds (and checks) its own shares inside
         the distributed datasets, which know its input pipeline."""
 
-    def checkpoint_callback(self, folder):
-        return checkpoints.epoch_checkpoint(folder) if self.chief else None  # the chief writes, all restore
+    def checkpoint_saver(self, folder):
+        return super().checkpoint_saver(folder) if self.chief else None  # the chief writes, all restore
 
     def _loop(self, model, feeds):
         from models.training_loop import MultiWorkerLoop
@@ -258,6 +274,34 @@ class TFMultiWorker(Topology):
 
     def evaluate(self, model, feeds, name):
         return self._loop(model, feeds).evaluate(name)
+
+
+def check_tf_config(text):
+    """Raises UsageError (one line) unless TF_CONFIG (None: not set, a
+    one-worker cluster) describes a cluster TensorFlow can form: JSON with a
+    "cluster" of jobs, each a list of "host:port" addresses, and a "task"
+    whose "type" is one of them and whose "index" is within its list."""
+    if text is None or not text.strip():
+        return
+    try:
+        config = json.loads(text)
+    except ValueError as error:
+        raise UsageError(f"TF_CONFIG is not valid JSON ({error})") from None
+    cluster = config.get("cluster") if isinstance(config, dict) else None
+    if not isinstance(cluster, dict) or not cluster:
+        raise UsageError('TF_CONFIG needs a "cluster": {"worker": ["host:port", ...]} (and optionally "chief")')
+    for job, addresses in cluster.items():
+        if not isinstance(addresses, list) or not addresses or not all(
+                isinstance(a, str) and re.fullmatch(r"\S+:\d+", a) for a in addresses):
+            raise UsageError(f'TF_CONFIG: cluster job "{job}" must be a list of "host:port" addresses '
+                             f"(got {addresses!r})")
+    task = config.get("task")
+    if not isinstance(task, dict) or task.get("type") not in cluster:
+        raise UsageError(f'TF_CONFIG needs a "task" whose "type" is one of {sorted(cluster)} (got {task!r})')
+    index, count = task.get("index", 0), len(cluster[task["type"]])
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < count:
+        raise UsageError(f'TF_CONFIG: task index {index!r} is not one of the {count} "{task["type"]}" '
+                         f"address(es) (0 .. {count - 1})")
 
 
 def choose(args, backend):

@@ -7,6 +7,10 @@ standard custom loop from TensorFlow's multi-worker guide instead:
 `distribute_datasets_from_function`, `strategy.run` per step, the loss averaged
 over the global batch; Keras' optimizer all-reduces the gradients.
 
+The model's `jit_compile` applies as in `fit`: each replica's forward and
+backward pass is compiled with XLA (the gradients' all-reduce stays in
+TensorFlow's collective ops).
+
 Every worker builds only its own share of each split (`models.inputs`: one
 rule for arrays and image files): it reads and decodes those files and no
 others. Training shares have one length, so all workers run the same steps;
@@ -27,6 +31,9 @@ class MultiWorkerLoop:
         import keras
 
         self.model, self.strategy, self.feeds = model, strategy, feeds
+        # Keras' compile(jit_compile=...) as Model.fit would resolve it ("auto":
+        # XLA on accelerators, not on CPU-only TensorFlow).
+        self.jit_compile = bool(model.jit_compile)
         self.per_example_loss = keras.losses.SparseCategoricalCrossentropy(reduction=None)
         self._datasets, self._steps = {}, {}
 
@@ -41,15 +48,14 @@ class MultiWorkerLoop:
             share, _ = inputs.process_share(part, count, feeds.seed, index, workers, 1)
         else:
             share, _ = inputs.evaluation_share(part, count, feeds.seed, index, workers, 1)
-        shuffle = feeds.seed if training else None
+        batch = context.get_per_replica_batch_size(feeds.batch_size if training else feeds.evaluation_batch_size)
+        if isinstance(share, tuple) and training:
+            return feeds.array_batches(share, batch)
         if isinstance(share, tuple):
             dataset = tf.data.Dataset.from_tensor_slices(share)
-            if shuffle is not None:
-                dataset = dataset.shuffle(len(share[0]), seed=shuffle, reshuffle_each_iteration=True)
         else:
             dataset = feeds.files_dataset(name, share, training, index, workers)
-        batch = feeds.batch_size if training else feeds.evaluation_batch_size
-        return dataset.batch(context.get_per_replica_batch_size(batch)).prefetch(tf.data.AUTOTUNE)
+        return dataset.batch(batch).prefetch(tf.data.AUTOTUNE)
 
     def _dataset(self, name, training=False):
         if name not in self._datasets:
@@ -62,16 +68,26 @@ class MultiWorkerLoop:
 
         model, strategy, global_batch = self.model, self.strategy, self.feeds.batch_size
 
-        def replica_step(images, labels):
+        def forward_backward(images, labels):
             labels = tf.cast(labels, tf.int64)
             with tf.GradientTape() as tape:
                 predictions = model(images, training=True)
                 losses = self.per_example_loss(labels, predictions)
                 loss = tf.nn.compute_average_loss(losses, global_batch_size=global_batch)
             gradients = tape.gradient(loss, model.trainable_variables)
-            model.optimizer.apply_gradients(zip(gradients, model.trainable_variables))
             hits = tf.cast(tf.equal(tf.argmax(predictions, axis=-1), labels), tf.float32)
-            return tf.reduce_sum(losses), tf.reduce_sum(hits)
+            return gradients, tf.reduce_sum(losses), tf.reduce_sum(hits)
+
+        if self.jit_compile:
+            # The replica's forward and backward pass (augmentation included) is
+            # compiled with XLA; the gradients' all-reduce across workers
+            # (apply_gradients) stays outside, in TensorFlow's collective ops.
+            forward_backward = tf.function(forward_backward, jit_compile=True)
+
+        def replica_step(images, labels):
+            gradients, loss, hits = forward_backward(images, labels)
+            model.optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+            return loss, hits
 
         @tf.function
         def step(images, labels):

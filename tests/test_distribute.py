@@ -65,16 +65,38 @@ def test_generator_under_mirrored_with_an_uneven_last_batch():
     assert "batch 96, 3 replica(s)" in out and "test accuracy:" in out
 
 
+def test_mirrored_evaluates_an_odd_split_smaller_than_a_batch(tmp_path):
+    """25 validation images in one evaluation batch split 13/12 over two
+    replicas: Keras' evaluate failed with "AddN must have the same size".
+    The evaluated splits are padded to a multiple of the replicas with
+    weight-0 images, and the figures are those of one device."""
+    import keras
+    import numpy as np
+
+    import gpuaug  # noqa: F401  (registers the layer for load_model)
+    from models.data import open_data
+
+    out = python(str(REPO / "tests" / "logical_cpus.py"), "2", *QUICK, "--limit", "250", "--validation-split", "0.1",
+                 "--model", "tiny", "--strategy", "mirrored", "--export", str(tmp_path / "export"))
+    assert "2 replica(s)" in out and "validation after each epoch: 25 images" in out, out
+    line = next(line for line in out.splitlines() if line.startswith("epoch 1:"))
+    model = keras.models.load_model(tmp_path / "export" / "model.keras")
+    model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    images, labels = open_data(str(CIFAR_DIR), limit=250, validation_split=0.1).validation
+    loss, accuracy = model.evaluate(images.astype(np.float32), labels, verbose=0)
+    assert f"validation loss {loss:.4f}, validation accuracy {accuracy:.4f}" in line, (line, loss, accuracy)
+
+
 def test_train_data_parallel_on_jax_with_two_devices():
-    # 255 images, 26 held out: 229 to train, an odd number; every batch (the
-    # last partial one too) must split over the two devices, so one is left out.
-    out = python(str(REPO / "train.py"), *QUICK, "--limit", "255", "--validation-split", "0.1",
+    # 256 images, int(25.6) = 25 held out: 231 to train, an odd number; every batch
+    # (the last partial one too) must split over the two devices, so one is left out.
+    out = python(str(REPO / "train.py"), *QUICK, "--limit", "256", "--validation-split", "0.1",
                  "--strategy", "mirrored",
                  env={"KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu",
                       "XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
     assert "batch 64, 2 replica(s)" in out and "backend jax" in out
-    assert "so 1 training image(s) are left out" in out and "training on 228 images" in out
-    assert "validation after each epoch: 26 images" in out and "test accuracy:" in out
+    assert "so 1 training image(s) are left out" in out and "training on 230 images" in out
+    assert "validation after each epoch: 25 images" in out and "test accuracy:" in out
 
 
 def free_port():
@@ -144,6 +166,33 @@ def test_train_multiworker_two_local_processes(tmp_path):
     assert json.loads((checkpoints / "training_metadata.json").read_text())["epoch"] == 2
 
 
+def test_jit_compile_under_multiworker_compiles_with_xla(tmp_path):
+    """--jit-compile under --strategy multiworker: each replica's forward and
+    backward pass runs through XLA (TensorFlow logs its first XLA
+    compilation), as the start-up line says."""
+    outs = run_two_workers(tmp_path, "--model", "tiny", "--limit", "128", "--jit-compile")
+    for out in outs:
+        assert "jit_compile=True" in out and "epoch 1:" in out
+        assert "Compiled cluster using XLA" in out, out[-3000:]
+    plain = run_two_workers(tmp_path, "--model", "tiny", "--limit", "128", "--no-jit-compile")
+    assert all("jit_compile=False" in out and "Compiled cluster using XLA" not in out for out in plain)
+
+
+@pytest.mark.parametrize("config, fragments", [
+    ("{not json", ["TF_CONFIG is not valid JSON"]),
+    (json.dumps({"task": {"type": "worker", "index": 0}}), ["TF_CONFIG needs a \"cluster\""]),
+    (json.dumps({"cluster": {"worker": ["localhost"]}, "task": {"type": "worker", "index": 0}}),
+     ['cluster job "worker" must be a list of "host:port"']),
+    (json.dumps({"cluster": {"worker": ["localhost:1", "localhost:2"]}, "task": {"type": "worker", "index": 2}}),
+     ["task index 2 is not one of the 2", "(0 .. 1)"]),
+    (json.dumps({"cluster": {"worker": ["localhost:1"]}, "task": {"type": "chief", "index": 0}}),
+     ['"task" whose "type" is one of [\'worker\']']),
+])
+def test_a_malformed_tf_config_is_one_line(config, fragments):
+    result = run_cli(*QUICK, "--strategy", "multiworker", env=dict(os.environ, TF_CONFIG=config), timeout=120)
+    assert_one_line_error(result, *fragments)
+
+
 def write_small_folder(root, seed):
     """root/train (105 random 12x12 images) and root/test (30), 3 classes."""
     import numpy as np
@@ -198,6 +247,8 @@ def test_train_multiworker_from_an_image_folder(tmp_path):
                                "--epochs", "2", "--export", str(export))
     for out in outs:
         assert "training on 104 images" in out and "batch 64, 2 replica(s)" in out and "streamed from" in out
+        assert "2 processes of 1 device(s): every batch must split evenly over them, so 1 training image(s) are " \
+               "left out" in out  # the line docs/scale-out.md promises
         assert "epoch 2:" in out and "test accuracy:" in out
     epoch_lines = [[line.split(", ", 2)[2] for line in out.splitlines() if line.startswith("epoch ")] for out in outs]
     assert epoch_lines[0] == epoch_lines[1] and len(epoch_lines[0]) == 2

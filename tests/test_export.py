@@ -38,17 +38,11 @@ def fake_writer(word, with_saved_model=True):
 
 def old_export(folder, kind):
     """DIR with the user's files and an earlier export: "linked" (this
-    gpuaug's layout), "legacy" (an earlier gpuaug's plain entries),
-    "legacy-jax" (plain model.keras only) or "none"."""
+    gpuaug's layout) or "none"."""
     folder.mkdir(parents=True, exist_ok=True)
     user_files(folder)
     if kind == "linked":
         export.publish(folder, fake_writer("old"))
-    elif kind.startswith("legacy"):
-        (folder / "model.keras").write_text("old model")
-        if kind == "legacy":
-            (folder / "saved_model").mkdir()
-            (folder / "saved_model" / "saved_model.pb").write_text("old graph")
 
 
 def reader_view(folder):
@@ -74,8 +68,6 @@ def fault(folder, kill_at, entries):
 @pytest.mark.parametrize("entries, old_kind", [
     ("model.keras,saved_model", "linked"),      # TensorFlow export over this gpuaug's export
     ("model.keras,saved_model", "none"),        # the first export into a folder
-    ("model.keras,saved_model", "legacy"),      # over an earlier gpuaug's plain export
-    ("model.keras,saved_model", "legacy-jax"),  # over an earlier plain JAX export (no saved_model)
     ("model.keras", "linked"),                  # an export without SavedModel over one with
 ])
 def test_a_reader_sees_a_whole_export_at_every_step_of_a_killed_export(tmp_path, entries, old_kind):
@@ -85,28 +77,22 @@ def test_a_reader_sees_a_whole_export_at_every_step_of_a_killed_export(tmp_path,
     assert result.returncode == 0, result.stderr
     steps = int(result.stdout)
     new = ("new", "new" if "saved_model" in entries else None)
-    old = {"linked": ("old", "old"), "legacy": ("old", "old"), "legacy-jax": ("old", None),
-           "none": (None, None)}[old_kind]
+    old = {"linked": ("old", "old"), "none": (None, None)}[old_kind]
     assert reader_view(clean) == new and steps >= 3
     user_files_intact(clean)
     assert sorted(p.name for p in clean.iterdir()) == [".gpuaug-export", "data", "model.keras", "notes.txt",
                                                        "saved_model"]
-    views, outcomes, gaps = set(), set(), 0
+    views, outcomes = set(), set()
     for kill_at in range(1, steps + 1):
         folder = tmp_path / f"kill{kill_at}"
         old_export(folder, old_kind)
         result = fault(folder, kill_at, entries)
         assert result.returncode == -9, (kill_at, result.stderr)
         user_files_intact(folder)
-        # What a reader sees at the kill: the whole old export or the whole new one,
-        # except, once per folder, the adoption of an earlier gpuaug's saved_model
-        # (moved into the version, then its link put in place: two renames).
+        # What a reader sees at the kill: the whole old export or the whole new one.
         view = reader_view(folder)
         views.add(view)
-        if old_kind == "legacy" and view == ("old", None):
-            gaps += 1
-        else:
-            assert view in (old, new), (kill_at, view)
+        assert view in (old, new), (kill_at, view)
         # The next run tidies up: all old or all new, nothing half-written left.
         export.recover(folder)
         outcomes.add(reader_view(folder))
@@ -116,7 +102,6 @@ def test_a_reader_sees_a_whole_export_at_every_step_of_a_killed_export(tmp_path,
         assert not [p for p in store.rglob("*") if p.name.endswith(".partial")], kill_at
         assert len(export._versions(store)) <= 2
         assert not [p.name for p in folder.iterdir() if p.name.startswith(".gpuaug") and p.name != export.STORE]
-    assert gaps <= 1
     assert outcomes == {old, new}  # the kills fell on both sides of the switch
 
 
@@ -140,7 +125,7 @@ def contents(folder):
 
 def test_export_keeps_other_files_and_replaces_only_its_own(tmp_path):
     folder = tmp_path / "export"
-    old_export(folder, "legacy")
+    old_export(folder, "linked")
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     train.export_model(model, folder)
     user_files_intact(folder)
@@ -187,7 +172,7 @@ def test_the_next_run_finishes_an_export_of_an_earlier_gpuaug(tmp_path):
     left it in its ready folder: train.py's next run installs it before
     training and says so, then writes its own."""
     folder = tmp_path / "export"
-    old_export(folder, "legacy")
+    old_export(folder, "none")
     ready = folder / export.LEGACY_READY
     (ready / "saved_model").mkdir(parents=True)
     (ready / "saved_model" / "saved_model.pb").write_text("new graph")
@@ -204,6 +189,42 @@ def test_the_next_run_finishes_an_export_of_an_earlier_gpuaug(tmp_path):
     user_files_intact(folder)
     assert not [p for p in (folder / export.STORE).iterdir() if p.name.endswith(".partial")]
     keras.models.load_model(folder / "model.keras")  # and then this run's own export
+
+
+def plain_entries(folder, store):
+    """What the issue found destroyed: model.keras and saved_model/ that are
+    the user's own (or a plain export of an earlier gpuaug: they look the
+    same), with (the user replaced the export's links) or without an export
+    store beside them."""
+    folder.mkdir(parents=True)
+    if store:
+        export.publish(folder, fake_writer("old"))
+        (folder / "model.keras").unlink()
+        (folder / "saved_model").unlink()
+    (folder / "model.keras").write_text("the user's own model")
+    (folder / "saved_model").mkdir()
+    (folder / "saved_model" / "saved_model.pb").write_text("the user's own graph")
+    (folder / "saved_model" / "variables").mkdir()
+
+
+@pytest.mark.parametrize("store", [True, False], ids=["links-replaced-by-the-user", "no-export-yet"])
+def test_a_users_model_keras_and_saved_model_are_never_replaced(tmp_path, store):
+    folder = tmp_path / "export"
+    plain_entries(folder, store)
+    before = contents(folder)
+    tidy = subprocess.run([sys.executable, "-m", "models.export", str(folder)], cwd=REPO, capture_output=True,
+                          text=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert tidy.returncode == 2 and "nothing to do" not in tidy.stdout, tidy.stdout + tidy.stderr
+    assert "model.keras there is not a gpuaug export" in tidy.stderr and "left untouched" in tidy.stderr
+    assert contents(folder) == before
+    with pytest.raises(export.ExportError, match="left untouched"):
+        export.recover(folder)
+    with pytest.raises(export.ExportError, match="left untouched"):
+        export.publish(folder, fake_writer("new"))
+    assert contents(folder) == before
+    result = run_cli(*QUICK, "--export", str(folder))
+    assert_one_line_error(result, "not a gpuaug export", "left untouched")
+    assert "epoch 1" not in result.stdout and contents(folder) == before
 
 
 def test_tidy_up_without_training(tmp_path):

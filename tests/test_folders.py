@@ -5,6 +5,7 @@ for --augment generator, bounded memory on a folder larger than it, larger
 images end to end, and the README's migration recipe."""
 
 import json
+import os
 import pathlib
 import re
 import subprocess
@@ -18,7 +19,7 @@ from PIL import Image
 import train
 from benchmarks.folders import PEAK_RSS, write_png_folder
 from conftest import CIFAR_DIR, REPO, assert_one_line_error, run_cli
-from folder_tools import write_image_folder
+from folder_tools import two_level, write_image_folder
 from models.data import load_data, open_data, split_arrays
 
 
@@ -157,18 +158,10 @@ def test_appledouble_files_do_not_stop_a_run(tmp_path):
     assert "training on 10 images" in result.stdout  # 12 files, 2 held out, the ._ file skipped
 
 
-def two_level(root, splits, classes=("cat", "dog", "ship"), per_class=6, size=8, seed=0):
-    """root/<split>/<class>/*.png for each split name, images of `size`."""
-    rng = np.random.default_rng(seed)
-    for split in splits:
-        images = rng.integers(0, 256, (per_class * len(classes), size, size, 3), dtype=np.uint8)
-        write_image_folder(root / split, images, [i % len(classes) for i in range(len(images))], names=classes)
-
-
 @pytest.mark.parametrize("layout, counts", [
     (("train", "val"), {"train": 18, "validation": 0, "test": 18}),
     (("train", "validation"), {"train": 18, "validation": 0, "test": 18}),
-    (("train",), {"train": 14, "validation": 0, "test": 4}),
+    (("train",), {"train": 15, "validation": 0, "test": 3}),  # Keras' int(0.2 * 18): 3
     (("train", "test"), {"train": 18, "validation": 0, "test": 18}),
     (("train", "val", "test"), {"train": 18, "validation": 18, "test": 18}),
 ])
@@ -413,99 +406,6 @@ def test_the_readme_migration_recipe_runs(tmp_path):
     assert list(model.layers[1].get_config()["zoom_range"]) == list(datagen.zoom_range)
 
 
-# --cache: decoded pixels kept across epochs and runs ----------------------------
-
-def cached_run(folder, *extra):
-    return run_cli("--data-dir", str(folder), "--image-size", "8", "8", "--model", "tiny", "--verbose", "0",
-                   "--batch-size", "8", *extra)
-
-
-def opened(opens, folder, split):
-    import collections
-
-    return collections.Counter(opens.counts[str(p)] for p in (folder / split).rglob("*.png"))
-
-
-def test_cache_in_memory_reads_each_file_once(tmp_path):
-    from file_opens import FileOpens
-
-    two_level(tmp_path, ("train", "test"))
-    with FileOpens(tmp_path) as opens:
-        result = cached_run(tmp_path, "--epochs", "3", "--cache")
-    assert result.returncode == 0, result.stderr[-2000:]
-    # Its first bytes checked, then decoded once; epochs 2 and 3 read no file.
-    assert opened(opens, tmp_path, "train") == {2: 18} and opened(opens, tmp_path, "test") == {2: 18}
-    with FileOpens(tmp_path) as opens:
-        result = cached_run(tmp_path, "--epochs", "3")
-    assert opened(opens, tmp_path, "train") == {4: 18}  # without: every epoch decodes again
-
-
-def test_cache_files_are_reused_by_a_resumed_run_and_rebuilt_when_the_folder_changes(tmp_path):
-    from file_opens import FileOpens
-
-    folder, cache, checkpoints = tmp_path / "data", tmp_path / "cache", tmp_path / "checkpoints"
-    two_level(folder, ("train", "test"))
-    with FileOpens(folder) as opens:
-        first = cached_run(folder, "--epochs", "1", "--cache", str(cache), "--checkpoint-dir", str(checkpoints))
-    assert first.returncode == 0, first.stderr[-2000:]
-    assert "--cache train: building" in first.stdout and opened(opens, folder, "train") == {2: 18}
-    built = sorted(p.name for p in cache.iterdir() if not p.name.startswith("."))
-    assert len(built) == 4  # train and test: an index and a data file each
-    with FileOpens(folder) as opens:
-        resumed = cached_run(folder, "--epochs", "3", "--cache", str(cache), "--checkpoint-dir", str(checkpoints))
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "1 epoch(s) already done" in resumed.stdout and "--cache train: reusing" in resumed.stdout
-    assert sum(opens.counts.values()) == 0  # no image file opened at all
-    assert sorted(p.name for p in cache.iterdir() if not p.name.startswith(".")) == built
-    # One training image changes: its cache no longer matches and is rebuilt (the old one removed).
-    changed = sorted((folder / "train" / "cat").iterdir())[0]
-    Image.fromarray(np.full((8, 8, 3), 7, np.uint8)).save(changed)
-    with FileOpens(folder) as opens:
-        again = cached_run(folder, "--epochs", "1", "--cache", str(cache))
-    assert again.returncode == 0 and "--cache train: building" in again.stdout
-    assert "--cache test: reusing" in again.stdout and opened(opens, folder, "test") == {0: 18}
-    assert opened(opens, folder, "train") == {2: 18}
-    names = sorted(p.name for p in cache.iterdir() if not p.name.startswith("."))
-    assert len(names) == 4 and [n for n in names if n.startswith("test")] == [n for n in built if n.startswith("test")]
-
-
-def test_cached_pixels_equal_decoded_ones_and_an_unfinished_cache_is_rebuilt(tmp_path):
-    from models.cache import PixelCache
-    from models.folders import open_image_folder
-
-    two_level(tmp_path / "data", ("train",), size=10)
-    files = open_image_folder(tmp_path / "data", (8, 8)).train  # resized: rounded uint8
-    plain = images_of(files)
-    cache = PixelCache(tmp_path / "cache", "train", files)
-    prefix = str(cache.prefix)
-    # What a run killed during its first epoch leaves: tf.data's lock and partial file.
-    pathlib.Path(prefix + "_0.lockfile").write_text("")
-    pathlib.Path(prefix + "_0.data-00000-of-00001.tempstate123").write_text("partial")
-    cache.close()
-    cache = PixelCache(tmp_path / "cache", "train", files)  # as the next run would: rebuilds
-    assert not cache.reused and not list((tmp_path / "cache").glob("*tempstate*"))
-    cached = np.stack([image for image, _ in files.dataset(cache=cache).as_numpy_iterator()])
-    np.testing.assert_array_equal(cached, plain)
-    again = np.stack([image for image, _ in files.dataset(cache=cache).as_numpy_iterator()])
-    np.testing.assert_array_equal(again, plain)
-
-
-def test_a_cache_in_use_by_another_run_is_refused(tmp_path):
-    import fcntl
-
-    two_level(tmp_path / "data", ("train", "test"))
-    (tmp_path / "cache").mkdir()
-    with open(tmp_path / "cache" / ".train.lock", "a") as held:
-        fcntl.flock(held, fcntl.LOCK_EX)
-        result = cached_run(tmp_path / "data", "--epochs", "1", "--cache", str(tmp_path / "cache"))
-    assert_one_line_error(result, "another run is using its train cache")
-
-
-def test_cache_on_cifar_batches_is_refused():
-    result = run_cli("--data-dir", str(CIFAR_DIR), "--cache", "--epochs", "1")
-    assert_one_line_error(result, "--cache keeps the decoded images of a folder")
-
-
 @pytest.mark.parametrize("source", ["batches", "folder"])
 def test_pixels_enter_the_compiled_step_as_uint8(source, cifar_png_folder):
     """What crosses to the device is bytes: the batch the compiled training
@@ -530,3 +430,79 @@ def test_pixels_enter_the_compiled_step_as_uint8(source, cifar_png_folder):
     model.fit(**feeds.training(), epochs=1, steps_per_epoch=2, verbose=0)
     assert set(seen) == {("uint8", 32 * 32 * 3)}, seen
     assert model.input.dtype == "float32"  # the Input takes uint8 (and float pixels, for serving)
+
+
+def test_the_test_hold_out_is_keras_validation_split(tmp_path):
+    """Without a held-out folder the test set is the last int(0.2 n) files
+    of Keras' own seeded permutation: the files image_dataset_from_directory
+    gives as its validation subset (12 of 64, not round()'s 13)."""
+    write_image_folder(tmp_path, [np.full((8, 8, 3), i, np.uint8) for i in range(64)], [i % 2 for i in range(64)],
+                       names=("a", "b"))
+    ours = open_data(str(tmp_path), image_size=(8, 8), seed=7)
+    assert ours.counts == {"train": 52, "validation": 0, "test": 12}
+    theirs = keras.utils.image_dataset_from_directory(tmp_path, image_size=(8, 8), validation_split=0.2,
+                                                      subset="validation", seed=7, verbose=False)
+    assert sorted(ours.test.paths) == sorted(theirs.file_paths)
+    with_split = open_data(str(tmp_path), image_size=(8, 8), seed=7, validation_split=0.3)
+    assert with_split.counts["validation"] == int(52 * 0.3)
+
+
+def test_file_names_that_are_not_utf8_train_on_every_path(tmp_path):
+    """A name in Latin-1 (b'caf\\xe9.png', as an old camera or archive
+    writes it): read as it is named, by the stream, the file cache and
+    flow_from_directory, and printed without failing."""
+    write_image_folder(tmp_path / "data", [np.full((8, 8, 3), 10 * i, np.uint8) for i in range(8)], [0, 1] * 4,
+                       names=("cat", "dog"))
+    os.rename(os.fsencode(tmp_path / "data" / "cat") + b"/00000.png",
+              os.fsencode(tmp_path / "data" / "cat") + b"/caf\xe9.png")
+    os.rename(os.fsencode(tmp_path / "data"), os.fsencode(tmp_path) + b"/d\xe9j\xe0")
+    folder = os.fsdecode(os.fsencode(tmp_path) + b"/d\xe9j\xe0")
+    for extra in ([], ["--cache", str(tmp_path / "cache")], ["--augment", "generator"]):
+        result = run_cli("--data-dir", folder, "--image-size", "8", "8", "--model", "tiny", "--epochs", "1",
+                         "--verbose", "0", *extra)
+        assert result.returncode == 0, (extra, result.stderr[-2000:])
+        assert "test accuracy" in result.stdout and "\\xe9" in result.stdout  # the folder's name, escaped
+
+
+@pytest.mark.parametrize("suffix, keep", [(".png", 60), (".jpg", 300)])
+def test_a_truncated_image_under_the_generator_is_one_line(tmp_path, suffix, keep):
+    """flow_from_directory reads with Pillow, which raises its own error
+    (OSError: image file is truncated) from inside Keras' fit: one line
+    naming the file, no traceback."""
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        write_image_folder(tmp_path / split, rng.integers(0, 256, (8, 16, 16, 3)), [0, 1] * 4, suffix=suffix)
+    broken = tmp_path / "train" / "dog" / f"00003{suffix}"  # read by flow_from_directory only
+    broken.write_bytes(broken.read_bytes()[:keep])
+    result = run_cli("--data-dir", str(tmp_path), "--image-size", "16", "16", "--model", "tiny", "--epochs", "1",
+                     "--verbose", "0", "--augment", "generator")
+    assert_one_line_error(result, "cannot read image", f"00003{suffix}")
+
+
+def bmp(path, image, mode):
+    Image.fromarray(image).convert(mode).save(path)
+
+
+def test_bmp_files_that_tensorflow_would_decode_wrongly_are_refused(tmp_path):
+    """TensorFlow's decoder (Keras' loader's too) reads an 8-bit palette
+    BMP's indices as grey and cannot read 1-bit ones: refused in one line
+    naming the file. Grey 8-bit, 24- and 32-bit BMPs decode exactly."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (4, 6, 5, 3)).astype(np.uint8)
+    (tmp_path / "ok" / "a").mkdir(parents=True)
+    (tmp_path / "ok" / "b").mkdir()
+    for i, mode in enumerate(("L", "RGB", "RGBA", "L")):
+        bmp(tmp_path / "ok" / "ab"[i % 2] / f"{i}.bmp", images[i], mode)
+    splits = open_data(str(tmp_path / "ok"), image_size=(6, 5))
+    for files in (splits.train, splits.test):
+        files.check()
+        for path, image in zip(files.paths, images_of(files)):
+            expected = np.asarray(Image.open(path).convert("RGB"))
+            np.testing.assert_array_equal(image, expected)
+    for mode, words in (("P", "8-bit palette BMP"), ("1", "1-bit BMP")):
+        folder = tmp_path / mode
+        for i in range(4):
+            (folder / "ab"[i % 2]).mkdir(parents=True, exist_ok=True)
+            bmp(folder / "ab"[i % 2] / f"{i}.bmp", images[i], "RGB" if i else mode)
+        result = run_cli("--data-dir", str(folder), "--image-size", "6", "5", "--model", "tiny", "--epochs", "1")
+        assert_one_line_error(result, "cannot read image", "0.bmp", words, "convert it")

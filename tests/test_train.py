@@ -61,9 +61,10 @@ def test_export_and_reload_give_the_same_predictions(tmp_path):
 
 
 def test_export_is_atomic_and_keeps_the_previous_export(tmp_path, monkeypatch):
+    from models.export import publish
+
     export = tmp_path / "export"
-    export.mkdir()
-    (export / "model.keras").write_text("previous export")
+    publish(export, lambda folder: (folder / "model.keras").write_text("previous export"))
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
 
     def full_disk(*args, **kwargs):
@@ -225,7 +226,7 @@ def test_a_kill_between_a_states_two_files_never_mislabels_the_weights(tmp_path,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
     assert result.returncode == -9, result.stderr[-2000:]
     model = fresh_model("tiny")
-    epochs, message = restore(model, checkpoints, repair=False)
+    epochs, message = restore(model, checkpoints, repair=False)[:2]
     assert epochs == expected_epochs and ("backup" in message) == (source == "backup"), message
     assert_same_weights(model, weights[2])
     assert int(model.optimizer.iterations) == 8
@@ -402,3 +403,59 @@ def test_help_lists_the_flags():
     for flag in ("--data-dir", "--augment", "--epochs", "--batch-size", "--seed", "--jit-compile",
                  "--no-jit-compile", "--limit", "--export", "--checkpoint-dir", "--strategy"):
         assert flag in result.stdout
+
+
+@pytest.mark.parametrize("flags, fragments", [
+    (["--augment", "none", "--rotation-range", "10"], ["--rotation-range", "--augment none", "would be ignored"]),
+    (["--augment", "none", "--no-horizontal-flip", "--zoom-range", "0.1"],
+     ["--horizontal-flip", "--zoom-range", "would be ignored"]),
+    (["--augment", "generator", "--shift-axes", "named"], ["--shift-axes named needs --augment gpu"]),
+    (["--cval", "5"], ["--cval is the fill value of --fill-mode constant", "--fill-mode nearest"]),
+    (["--fill-mode", "reflect", "--cval=5"], ["--cval", "--fill-mode reflect", "would be ignored"]),
+])
+def test_flags_that_would_be_ignored_are_refused(flags, fragments):
+    result = run_cli(*flags, "--data-dir", "/nonexistent")  # checked before the data
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    line = result.stderr.strip().splitlines()[-1]
+    assert all(fragment in line for fragment in fragments), line
+
+
+def test_flags_that_apply_are_accepted():
+    assert train.parse_args(["--augment", "none"]).augment == "none"
+    assert train.parse_args(["--fill-mode", "constant", "--cval", "5"]).cval == 5.0
+    assert train.parse_args(["--augment", "generator", "--shift-axes", "reference"]).shift_axes == "reference"
+    assert train.parse_args(["--rot", "3"]).rotation_range == 3.0  # argparse's abbreviations count as given
+
+
+@pytest.mark.parametrize("flag", ["--export", "--checkpoint-dir", "--cache"])
+@pytest.mark.parametrize("where", ["itself", "a parent"])
+def test_a_dangling_link_on_an_output_path_is_refused_before_training(tmp_path, flag, where):
+    """A link to nowhere passes an exists() check; a folder cannot be made
+    through it, so the run would fail after training, the model lost."""
+    link = tmp_path / "out"
+    link.symlink_to(tmp_path / "gone" / "target")
+    path = link if where == "itself" else link / "sub"
+    data = QUICK
+    if flag == "--cache":  # the cache is for image folders
+        write_image_folder(tmp_path / "images", [np.zeros((8, 8, 3), np.uint8)] * 4, [0, 1, 0, 1])
+        data = [*QUICK, "--data-dir", str(tmp_path / "images")]
+    result = run_cli(*data, flag, str(path))
+    assert_one_line_error(result, flag, "is a symbolic link to", "which does not exist")
+    assert "epoch 1" not in result.stdout and not (tmp_path / "gone").exists()
+
+
+def test_an_output_path_under_a_file_is_refused_before_training(tmp_path):
+    (tmp_path / "a-file").write_text("mine")
+    result = run_cli(*QUICK, "--checkpoint-dir", str(tmp_path / "a-file" / "deeper" / "ck"))
+    assert_one_line_error(result, "--checkpoint-dir", "a-file is a file")
+    assert (tmp_path / "a-file").read_text() == "mine"
+
+
+def test_metrics_json_through_a_link_writes_its_target_and_keeps_the_link(tmp_path):
+    target = tmp_path / "results" / "metrics.json"
+    target.parent.mkdir()
+    link = tmp_path / "metrics.json"
+    link.symlink_to(target)  # dangling until the first write
+    result = run_cli(*QUICK, "--model", "tiny", "--metrics-json", str(link))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert link.is_symlink() and json.loads(target.read_text())["finished"] is True
