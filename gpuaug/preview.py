@@ -22,18 +22,14 @@ DEFAULT_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" /
 
 
 def load_images(data_dir, count):
-    if data_dir:
-        from keras.src.datasets.cifar import load_batch
+    """The first `count` test images of local CIFAR-10 batches (or of Keras'
+    download), read without running code (`gpuaug.cifar`), float32 0..255."""
+    from gpuaug import cifar
 
-        folder = pathlib.Path(data_dir)
-        if (folder / "cifar-10-batches-py").is_dir():
-            folder = folder / "cifar-10-batches-py"
-        images, _ = load_batch(str(folder / "test_batch"))
-        images = images.transpose(0, 2, 3, 1)
-    else:
-        import keras
-
-        (_, _), (images, _) = keras.datasets.cifar10.load_data()
+    folder = pathlib.Path(data_dir) if data_dir else cifar.download()
+    if (folder / "cifar-10-batches-py").is_dir():
+        folder = folder / "cifar-10-batches-py"
+    images, _ = cifar.read_batch(folder / "test_batch")
     return images[:count].astype("float32")
 
 

@@ -4,11 +4,15 @@ split the same way.
 
 Every failure to find or read data raises `DataError` with a one-line
 message saying what was wrong and how to point `--data-dir` at a local copy.
+
+The batches are pickles: they are read with `gpuaug.cifar.loads_batch`'s
+allow-list, never `pickle.loads`, so a crafted file runs nothing (refused in
+one line naming it), whether it comes from --data-dir, an archive or the
+download.
 """
 
 import os
 import pathlib
-import pickle
 import tarfile
 from dataclasses import dataclass
 
@@ -21,16 +25,18 @@ CIFAR_SIZE = (32, 32)
 
 
 def _batch_from_bytes(raw, name):
+    from gpuaug.cifar import UnsafeBatch, batch_images, loads_batch
+
     try:
-        batch = pickle.loads(raw, encoding="bytes")
-        data = np.asarray(batch[b"data"], dtype=np.uint8)
-        labels = np.asarray(batch[b"labels"], dtype=np.int64)
-        images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        images, labels = batch_images(loads_batch(raw))
+    except UnsafeBatch as error:
+        raise DataError(f"refused CIFAR-10 batch {name}: {error}; it is not a real batch, and nothing in it was "
+                        "run") from None
     except Exception as error:  # noqa: BLE001 - any decoding failure is bad data
         raise DataError(f"cannot read CIFAR-10 batch {name}: {type(error).__name__}: {error}") from None
     if len(images) != len(labels):
         raise DataError(f"cannot read CIFAR-10 batch {name}: {len(images)} images but {len(labels)} labels")
-    return np.ascontiguousarray(images), labels
+    return images, labels
 
 
 def _read_batches(read, names, where):
@@ -51,10 +57,23 @@ def _read_file(path):
         raise DataError(f"cannot read {path}: {error.strerror or error}") from None
 
 
+def download_cifar10():
+    """The batches folder of Keras' CIFAR-10 download (`gpuaug.cifar.download`)."""
+    from gpuaug.cifar import download
+
+    try:
+        return download()
+    except Exception as error:  # noqa: BLE001 - network or cache failure
+        raise DataError(f"cannot download CIFAR-10 ({type(error).__name__}: {error}); {LOCAL_COPY_HINT}") from None
+
+
 def load_cifar10_batches(folder):
     """Reads the official python-version batches from `folder`."""
     folder = pathlib.Path(folder)
-    names = {p.name for p in folder.iterdir() if p.is_file()}
+    try:
+        names = {p.name for p in folder.iterdir() if p.is_file()}
+    except OSError as error:
+        raise DataError(f"cannot read {folder}: {error.strerror or error}; {LOCAL_COPY_HINT}") from None
     return _read_batches(lambda n: _read_file(folder / n), names, folder)
 
 
@@ -72,19 +91,14 @@ def load_data(data_dir=None):
     """((x_train, y_train), (x_test, y_test)) as uint8 NHWC images, int labels,
     or None when `data_dir` is a folder of images (streamed: `open_data`).
 
-    data_dir None: `keras.datasets.cifar10.load_data()` (downloads once).
+    data_dir None: the archive `keras.datasets.cifar10.load_data()` downloads
+    (once, checked against its SHA-256 by Keras' `get_file`), read here.
     Otherwise, in this order: a folder holding the CIFAR-10 batches, one with
     a `cifar-10-batches-py/` sub-folder or `cifar-10-python.tar.gz`, or the
     archive itself.
     """
     if data_dir is None:
-        import keras
-
-        try:
-            (x_train, y_train), (x_test, y_test) = keras.datasets.cifar10.load_data()
-        except Exception as error:  # noqa: BLE001 - network or cache failure
-            raise DataError(f"cannot download CIFAR-10 ({type(error).__name__}: {error}); {LOCAL_COPY_HINT}") from None
-        return (x_train, y_train.ravel()), (x_test, y_test.ravel())
+        return load_cifar10_batches(download_cifar10())
     path = pathlib.Path(data_dir)
     if not path.exists():
         raise DataError(f"--data-dir {path} does not exist; {LOCAL_COPY_HINT}")

@@ -17,7 +17,7 @@ CIFAR_DIR = SHARED / "data" / "cifar10-mini" / "cifar-10-batches-py"
 @pytest.fixture(scope="session")
 def cifar_test_images():
     """The first 64 real CIFAR-10 test images, float32 0..255, (N, 32, 32, 3)."""
-    from keras.src.datasets.cifar import load_batch
+    from gpuaug.cifar import read_batch
 
     path = CIFAR_DIR / "test_batch"
     if not path.exists():
@@ -25,8 +25,8 @@ def cifar_test_images():
             f"{path} not found: the tests read the CIFAR-10 subset from "
             "../shared beside the repository (or set GPUAUG_SHARED)."
         )
-    images, _ = load_batch(str(path))
-    return np.ascontiguousarray(images.transpose(0, 2, 3, 1)[:64]).astype("float32")
+    images, _ = read_batch(path)
+    return images[:64].astype("float32")
 
 
 def run_cli(*args, cwd=REPO, env=None, timeout=300):
