@@ -54,7 +54,8 @@ def build_parser():
         help="local data: a cifar-10-batches-py/ folder (or its parent), "
         "cifar-10-python.tar.gz, or a folder of images with one sub-folder per "
         "class (optionally under train/, with test/ and/or val/ (or validation/) "
-        "beside it). Default: download CIFAR-10 as keras.datasets.cifar10.load_data() does (read without running code).",
+        "beside it). Default: download CIFAR-10 as keras.datasets.cifar10.load_data() does (read "
+        "without unpickling code).",
     )
     data.add_argument("--limit", type=int, default=None, metavar="N",
                       help="use N of the training images, a random subset drawn with --seed (every class); "
