@@ -3,7 +3,7 @@
 Both take channels-last float32 batches (N, H, W, C) and one value per image.
 """
 
-from keras import ops
+from gpuaug.backend import ops
 
 _IMAGE_AXES = (1, 2, 3)
 

@@ -8,16 +8,57 @@ import dataclasses
 import math
 import numbers
 
+import numpy as np
+
 FILL_MODES = ("constant", "nearest", "reflect", "wrap")
 INTERPOLATION_ORDERS = (0, 1)
 DATA_FORMATS = ("channels_last", "channels_first")
 SHIFT_AXES = ("reference", "named")
 CENTERS = ("reference", "image")
 BRIGHTNESS_CHANNELS = (1, 3, 4)
+SEED_RANGE = (0, 2**32 - 1)  # numpy's (np.random.seed), which ImageDataGenerator's seed goes to
+
+
+def _is_bool(value):
+    return isinstance(value, (bool, np.bool_))
 
 
 def _is_real(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    """A Python or numpy number (int or float), not a bool."""
+    return isinstance(value, numbers.Real) and not _is_bool(value)
+
+
+def to_python(value):
+    """`value` with numpy scalars and arrays as Python numbers and lists, and
+    tuples as lists, inside lists and dicts too: what a JSON config holds."""
+    if isinstance(value, (np.ndarray, np.generic)):
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [to_python(v) for v in value]
+    if isinstance(value, dict):
+        return {key: to_python(v) for key, v in value.items()}
+    return value
+
+
+def parse_seed(value):
+    """None, or an integer (Python or numpy) in [0, 2**32 - 1] as a Python int.
+
+    The range is numpy's (`np.random.seed`, which `ImageDataGenerator` seeds
+    with) and the one every Keras backend holds: JAX keeps a seed in uint32
+    and would raise OverflowError outside it, TensorFlow would wrap it."""
+    if value is None:
+        return None
+    if not isinstance(value, numbers.Integral) or _is_bool(value) or not SEED_RANGE[0] <= value <= SEED_RANGE[1]:
+        raise ValueError("`seed` must be None or an integer (Python or numpy) in [0, 2**32 - 1]. "
+                         f"Received: {value!r}")
+    return int(value)
+
+
+def parse_number(name, value):
+    """A Python or numpy int or float (not a bool) as a Python int or float."""
+    if not _is_real(value):
+        raise ValueError(f"`{name}` must be a number. Received: {value!r}")
+    return int(value) if isinstance(value, numbers.Integral) else float(value)
 
 
 def _finite_real(name, value, minimum=None, accepted=None):
@@ -152,10 +193,13 @@ def _choice(name, value, accepted):
     return value
 
 
-def _flag(name, value):
-    if not isinstance(value, bool):
-        raise ValueError(f"`{name}` must be True or False. Received: {value!r}")
-    return value
+def parse_flag(name, value):
+    """True or False (Python or numpy bools, or the integers 0 and 1, as
+    `ImageDataGenerator` takes them) as a Python bool."""
+    if _is_bool(value) or (isinstance(value, numbers.Integral) and value in (0, 1)):
+        return bool(value)
+    raise ValueError(f"`{name}` must be True or False (a Python or numpy bool, or the integer 0 or 1). "
+                     f"Received: {value!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -241,7 +285,7 @@ class AugmentationConfig:
         distortion_range=0.0,
     ):
         order = interpolation_order
-        if isinstance(order, bool) or order not in INTERPOLATION_ORDERS:
+        if _is_bool(order) or not _is_real(order) or order not in INTERPOLATION_ORDERS:
             raise ValueError(
                 "`interpolation_order` must be 0 (nearest) or 1 (bilinear); "
                 f"higher spline orders are not supported. Received: {order!r}"
@@ -256,8 +300,8 @@ class AugmentationConfig:
                 _finite_real("channel_shift_range", channel_shift_range, 0)
             ),
             brightness_range=parse_brightness_range(brightness_range),
-            horizontal_flip=_flag("horizontal_flip", horizontal_flip),
-            vertical_flip=_flag("vertical_flip", vertical_flip),
+            horizontal_flip=parse_flag("horizontal_flip", horizontal_flip),
+            vertical_flip=parse_flag("vertical_flip", vertical_flip),
             fill_mode=_choice("fill_mode", fill_mode, FILL_MODES),
             cval=float(_finite_real("cval", cval)),
             interpolation_order=int(order),

@@ -10,6 +10,10 @@ draws have the global batch's shape, so no offset is needed there.
 """
 
 import keras
+import keras.src.backend
+
+from gpuaug import backend
+from gpuaug.backend import ops
 
 # Replica k draws from seed state + (k * REPLICA_STRIDE, 0); a large prime keeps
 # the streams of layers seeded with nearby integers apart.
@@ -18,7 +22,7 @@ REPLICA_STRIDE = 1_000_003
 
 def replica_index():
     """The index of the replica running this code (0 outside a strategy)."""
-    if keras.backend.backend() != "tensorflow":
+    if backend.name() != "tensorflow":
         return 0
     import tensorflow as tf
 
@@ -29,12 +33,24 @@ def replica_index():
 
 
 class ReplicaSeedGenerator(keras.random.SeedGenerator):
-    """A `SeedGenerator` whose seeds differ between replicas of a strategy."""
+    """A `SeedGenerator` whose seeds differ between replicas of a strategy.
+
+    `seed`: None or an int in [0, 2**32 - 1] (`config.parse_seed`). PyTorch
+    keeps seed states in int32 and reads them back as uint32 (Keras'
+    `torch_seed_generator` takes `& 0xFFFFFFFF`), but Keras' `SeedGenerator`
+    refuses seeds from 2**31 there: they are given as their int32 bit
+    pattern, the same uint32 seed."""
+
+    def __init__(self, seed=None, name=None, **kwargs):
+        seed_backend = kwargs.get("backend") or keras.src.backend
+        if seed is not None and seed >= 2**31 and seed_backend.random_seed_dtype() == "int32":
+            seed -= 2**32
+        super().__init__(seed, name=name, **kwargs)
 
     def next(self, ordered=True):
         seed = super().next(ordered=ordered)
         index = replica_index()
         if isinstance(index, int) and index == 0:
             return seed
-        offset = keras.ops.cast(index, seed.dtype) * REPLICA_STRIDE
-        return seed + keras.ops.stack([offset, keras.ops.zeros_like(offset)])
+        offset = ops.cast(index, seed.dtype) * REPLICA_STRIDE
+        return seed + ops.stack([offset, ops.zeros_like(offset)])

@@ -1,31 +1,15 @@
 """`RandomTransform`: `ImageDataGenerator`'s random augmentation as a Keras layer."""
 
 import keras
-from keras import ops
+from keras.src.utils import tracking
 
-from gpuaug import colour, config as config_lib, geometry as geometry_lib, sampling, targets, warp
+from gpuaug import backend, colour, config as config_lib, geometry as geometry_lib, sampling, targets, warp
+from gpuaug.backend import ops
 from gpuaug.distribute import ReplicaSeedGenerator
 
 
-def _to_python(value):
-    """Config values as plain JSON-friendly Python (lists, floats, ints)."""
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, tuple):
-        return list(value)
-    return value
-
-
-def _as_tensor(value):
-    """Host arrays (numpy, lists of numbers) as backend tensors of their own
-    dtype; tensors and symbolic tensors as they are."""
-    if value is None or keras.backend.is_keras_tensor(value) or keras.ops.is_tensor(value):
-        return value
-    return ops.convert_to_tensor(value)
-
-
 @keras.saving.register_keras_serializable(package="gpuaug")
-class RandomTransform(keras.layers.Layer):
+class RandomTransform(backend.RunsInTensorFlowGraphs, keras.layers.Layer):
     """Random rotation, shift, shear, zoom, flips, channel shift and brightness,
     per image, with one resampling pass, inside the model.
 
@@ -51,7 +35,8 @@ class RandomTransform(keras.layers.Layer):
         fill_mode: "constant", "nearest" (default), "reflect" or "wrap", with
             scipy's meaning (as the reference).
         cval: the fill value for "constant", in pixel units.
-        horizontal_flip, vertical_flip: randomly flip half of the images.
+        horizontal_flip, vertical_flip: randomly flip half of the images
+            (True/False; numpy bools and the integers 0/1 too).
         interpolation_order: 0 (nearest) or 1 (bilinear, default).
         data_format: "channels_last" or "channels_first"; defaults to
             `keras.config.image_data_format()`.
@@ -62,7 +47,9 @@ class RandomTransform(keras.layers.Layer):
         center: "reference" (default) rotates, shears and zooms about the
             reference's point (row w/2 - 0.5, col h/2 - 0.5, swapped for
             non-square images); "image" uses the true image centre.
-        seed: int or None, for reproducible draws.
+        seed: None or an integer (Python or numpy) in [0, 2**32 - 1]
+            (numpy's range, as `ImageDataGenerator`'s), for reproducible
+            draws.
         bounding_box_format: the format of "bounding_boxes" in dict inputs,
             as in Keras ("xyxy", "rel_xyxy", "xywh", "center_xywh", "yxyx",
             ...); needed only for boxes.
@@ -123,8 +110,7 @@ class RandomTransform(keras.layers.Layer):
         if bounding_box_format is not None and bounding_box_format not in targets.BOX_FORMATS:
             raise ValueError(f"`bounding_box_format` must be None or one of {targets.BOX_FORMATS}. "
                              f"Received: {bounding_box_format!r}")
-        if isinstance(mask_fill_value, bool) or not isinstance(mask_fill_value, (int, float)):
-            raise ValueError(f"`mask_fill_value` must be a number. Received: {mask_fill_value!r}")
+        mask_fill_value = config_lib.parse_number("mask_fill_value", mask_fill_value)
         self.bounding_box_format = bounding_box_format
         self.mask_fill_value = mask_fill_value
         self.augmentation = config_lib.AugmentationConfig.from_arguments(
@@ -148,33 +134,50 @@ class RandomTransform(keras.layers.Layer):
         self.data_format = config_lib.standardize_data_format(
             data_format, keras.config.image_data_format()
         )
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise ValueError(f"`seed` must be an int or None. Received: {seed!r}")
+        self.seed = config_lib.parse_seed(seed)
         # Draws differ between replicas of a tf.distribute strategy (see
         # gpuaug.distribute); outside one this is a plain SeedGenerator.
-        self.seed_generator = ReplicaSeedGenerator(seed, name="seed_generator")
-        self._arguments = {
+        self.seed_generator = ReplicaSeedGenerator(self.seed, name="seed_generator")
+        # Plain Python values (numpy scalars and arrays become numbers and
+        # lists), in the forms given: an int shift range and a float one
+        # differ, so each keeps its own.
+        self._arguments = config_lib.to_python({
             "rotation_range": rotation_range,
-            "width_shift_range": _to_python(width_shift_range),
-            "height_shift_range": _to_python(height_shift_range),
-            "brightness_range": _to_python(brightness_range),
+            "width_shift_range": width_shift_range,
+            "height_shift_range": height_shift_range,
+            "brightness_range": brightness_range,
             "shear_range": shear_range,
-            "zoom_range": _to_python(zoom_range),
+            "zoom_range": zoom_range,
             "channel_shift_range": channel_shift_range,
             "fill_mode": fill_mode,
             "cval": cval,
-            "horizontal_flip": horizontal_flip,
-            "vertical_flip": vertical_flip,
-            "interpolation_order": interpolation_order,
+            "horizontal_flip": self.augmentation.horizontal_flip,
+            "vertical_flip": self.augmentation.vertical_flip,
+            "interpolation_order": self.augmentation.interpolation_order,
             "data_format": self.data_format,
             "shift_axes": shift_axes,
             "center": center,
-            "seed": seed,
+            "seed": self.seed,
             "bounding_box_format": bounding_box_format,
             "mask_fill_value": mask_fill_value,
             "perspective_range": perspective_range,
-            "distortion_range": _to_python(distortion_range),
-        }
+            "distortion_range": distortion_range,
+        })
+
+    @tracking.no_automatic_dependency_tracking
+    def _current_seed_generator(self):
+        """The layer's `seed_generator`, or inside a tf.data pipeline on
+        another backend (`backend.tensorflow_scope()`) a TensorFlow one with
+        the same seed, made on first use and not tracked (no variable of the
+        layer, nothing saved), as Keras' own random layers keep one."""
+        if not backend.in_tensorflow_scope():
+            return self.seed_generator
+        generator = self.__dict__.get("_tensorflow_seed_generator")
+        if generator is None:
+            generator = ReplicaSeedGenerator(self.seed, name="tensorflow_seed_generator",
+                                             backend=backend.tensorflow_backend())
+            self._tensorflow_seed_generator = generator
+        return generator
 
     # Shapes --------------------------------------------------------------
 
@@ -232,6 +235,7 @@ class RandomTransform(keras.layers.Layer):
 
     # Parameters and application ----------------------------------------
 
+    @backend.switches_in_tensorflow_graphs
     def get_random_transformation(self, images, seed=None):
         """Draws one transformation per image of `images` (numpy or tensor).
 
@@ -248,9 +252,10 @@ class RandomTransform(keras.layers.Layer):
             batch,
             height,
             width,
-            seed=self.seed_generator if seed is None else seed,
+            seed=self._current_seed_generator() if seed is None else seed,
         )
 
+    @backend.switches_in_tensorflow_graphs
     def transform_images(self, images, transformation):
         """Applies a given transformation dict to `images` (numpy or tensor).
 
@@ -311,6 +316,7 @@ class RandomTransform(keras.layers.Layer):
         return geometry_lib.geometry(transformation, height, width, shift_axes=augmentation.shift_axes,
                                      center=augmentation.center)
 
+    @backend.switches_in_tensorflow_graphs
     def transform_segmentation_masks(self, masks, transformation):
         """Applies a transformation dict's geometry to (N, H, W, C) or
         (N, H, W) masks (channels first if so configured): nearest pixel,
@@ -347,6 +353,7 @@ class RandomTransform(keras.layers.Layer):
             raise ValueError(f"`segmentation_masks` of shape {tuple(mask_shape)} do not have the height and width of "
                              f"the images, of shape {tuple(image_shape)}: masks must be {height} x {width} pixels.")
 
+    @backend.switches_in_tensorflow_graphs
     def transform_bounding_boxes(self, bounding_boxes, transformation, height, width):
         """Moves {"boxes": (N, B, 4), "labels": (N, B)} in
         `bounding_box_format` with images of height x width pixels."""
@@ -358,6 +365,7 @@ class RandomTransform(keras.layers.Layer):
         return targets.transform_bounding_boxes(bounding_boxes, self._geometry(transformation, height, width),
                                                 height, width, self.bounding_box_format)
 
+    @backend.switches_in_tensorflow_graphs
     def transform_keypoints(self, keypoints, transformation, height, width):
         """Moves (N, K, 2) keypoints (x, y pixels); those that leave the
         image become (-1, -1) (`targets.KEYPOINT_OUTSIDE`)."""
@@ -396,9 +404,13 @@ class RandomTransform(keras.layers.Layer):
         # so the layer converts its inputs itself (`_convert_input_args` is
         # off): masks keep their dtype, and on JAX without 64-bit types masks
         # whose values would change on the way are refused first.
+        # In a tf.data pipeline (a TensorFlow graph) on JAX or PyTorch, the
+        # call runs Keras' TensorFlow functions, as Keras' own image layers do
+        # there, and draws from a TensorFlow seed generator (the mixin).
         if isinstance(inputs, dict) and "segmentation_masks" in inputs:
             targets.check_masks_survive_the_backend(inputs["segmentation_masks"])
-        inputs = keras.tree.map_structure(_as_tensor, inputs)
+        if not backend.needs_tensorflow(inputs):
+            inputs = keras.tree.map_structure(backend.as_tensor, inputs)
         return super().__call__(inputs, *args, **kwargs)
 
     def call(self, images, training=None):

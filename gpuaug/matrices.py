@@ -12,7 +12,7 @@ Two reference quirks are reproduced by default (see `shift_axes`, `center`).
 
 import math
 
-from keras import ops
+from gpuaug.backend import ops
 
 
 def _per_image(value, like):
@@ -121,9 +121,32 @@ def normalized(matrices):
     return matrices / matrices[:, 2:3, 2:3]
 
 
-def invert(matrices):
-    """(N, 3, 3) inverses of homographies (closed form), normalized."""
-    return normalized(adjugate(ops.cast(matrices, "float32")))
+def determinant(matrices):
+    """(N,) determinants of (N, 3, 3) matrices (expansion along the first row)."""
+    m = matrices
+    return (m[:, 0, 0] * (m[:, 1, 1] * m[:, 2, 2] - m[:, 1, 2] * m[:, 2, 1])
+            - m[:, 0, 1] * (m[:, 1, 0] * m[:, 2, 2] - m[:, 1, 2] * m[:, 2, 0])
+            + m[:, 0, 2] * (m[:, 1, 0] * m[:, 2, 1] - m[:, 1, 1] * m[:, 2, 0]))
+
+
+def invert(matrices, height=None, width=None):
+    """(N, 3, 3) inverses of homographies (closed form: the adjugate), scaled
+    so that the sides of the horizon correspond: with P a pull matrix and
+    Q = invert(P), a point q has w_Q(q) > 0 exactly when its image p = Q q
+    has w_P(p) > 0 (P Q is a positive multiple of the identity: the adjugate
+    times the sign of P's determinant). The positive scale is
+    |Q20| cx + |Q21| cy + |Q22| (c the image's centre, (0, 0) without a size):
+    w_Q is of order 1 over the image, and for an affine P (Q20 = Q21 = 0) it
+    divides by |Q22| = |det P|, giving the plain inverse (w = 1), bit for bit
+    what dividing by Q22 gave."""
+    matrices = ops.cast(matrices, "float32")
+    adjugates = adjugate(matrices)
+    sign = ops.where(determinant(matrices) < 0.0, -1.0, 1.0)[:, None, None]
+    cx = 0.0 if width is None else (ops.cast(width, "float32") - 1.0) / 2.0
+    cy = 0.0 if height is None else (ops.cast(height, "float32") - 1.0) / 2.0
+    scale = (ops.abs(adjugates[:, 2:3, 0:1]) * cx + ops.abs(adjugates[:, 2:3, 1:2]) * cy
+             + ops.abs(adjugates[:, 2:3, 2:3]))
+    return (adjugates * sign) / scale
 
 
 def perspective_matrices(offsets, height, width):
@@ -143,6 +166,18 @@ def perspective_matrices(offsets, height, width):
         Solved in closed form (Heckbert's square-to-quadrilateral map,
         inverted by its adjugate); the identity for a degenerate
         quadrilateral (an image one pixel high or wide).
+
+        A homography is defined up to a factor, and its sign decides which
+        side of the horizon (the output line where w, its third coordinate,
+        is 0) shows the image: w > 0 there (`geometry.HORIZON`). The sign is
+        taken from the moved corners, w > 0 on (at least three of) them,
+        and the scale makes the mean |w| over them 1. For d <= 2/3 the
+        quadrilateral is convex and all four corners, hence all of it, lie on
+        the shown side, wherever output pixel (0, 0) lies. For d > 2/3 it can
+        be non-convex (one corner inside the triangle of the other three's
+        side); no homography then maps the image onto it without crossing the
+        horizon: w is positive on three corners, and the part of the image
+        near the fourth lies beyond the horizon and is not shown.
     """
     offsets = ops.cast(offsets, "float32")
     right = ops.cast(width, "float32") - 1.0
@@ -171,6 +206,12 @@ def perspective_matrices(offsets, height, width):
         ops.stack([zeros, ones * bottom, zeros], axis=-1),
         ops.stack([zeros, zeros, ones], axis=-1),
     ], axis=-2)
-    pull = normalized(ops.matmul(square_to_image, adjugate(square_to_quad)))
+    pull = ops.matmul(square_to_image, adjugate(square_to_quad))
+    # w at the moved corners: the majority of their signs is the shown side (see above).
+    w = [pull[:, 2, 0] * x[k] + pull[:, 2, 1] * y[k] + pull[:, 2, 2] for k in range(4)]
+    votes = sum(ops.where(value > 0.0, 1.0, -1.0) for value in w)
+    scale = sum(ops.abs(value) for value in w) / 4.0
+    scale = ops.where(votes < 0.0, -scale, scale)
+    pull = pull / ops.where(scale == 0.0, 1.0, scale)[:, None, None]
     identity = ops.broadcast_to(ops.eye(3, dtype="float32"), ops.shape(pull))
     return ops.where(degenerate[:, None, None], identity, pull)

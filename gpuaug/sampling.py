@@ -2,11 +2,30 @@
 
 `sample_transformation` is the batched, on-device counterpart of
 `ImageDataGenerator.get_random_transform`: it returns the same keys in the same
-units, one value per image, from one `keras.random.uniform` call.
+units, one value per image. The reference's parameters come from one
+`keras.random.uniform` call; perspective and lens (beyond the reference) from
+streams of their own, so that turning them on changes no other draw.
 """
 
-from keras import ops
-from keras import random as keras_random
+import keras
+
+from gpuaug import backend, config as config_lib
+from gpuaug.backend import ops, random
+
+# The seed of extra stream k (1: perspective, 2: lens) is the call's seed
+# (the SeedGenerator's state [seed, call], as `keras.random.uniform` would
+# draw it) plus k * STREAM_OFFSET on both of its elements. Both: on JAX and
+# TensorFlow a stream never meets this layer's own reference stream (their
+# first elements differ) and meets another layer's only if that layer's seed
+# is k * 2**29 away AND it is k * 2**29 (over 5 * 10**8) calls ahead. JAX's
+# uint32 state wraps; TensorFlow takes its int64 state modulo 2**31 - 2, far
+# from k * 2**29; PyTorch seeds with the sum of the two elements, so there a
+# stream meets the layer's reference stream k * 2**30 calls later.
+STREAM_OFFSET = 2**29
+PERSPECTIVE_COLUMNS = tuple(f"perspective_{k}" for k in range(8))
+# Both coefficients are drawn when the lens is on, so that setting k2 changes no k1.
+DISTORTION_COLUMNS = ("distortion_k1", "distortion_k2")
+
 
 def _uniform(u, lower, upper):
     return lower + (upper - lower) * u
@@ -34,7 +53,8 @@ def _shift(spec, u_value, u_sign, size):
 
 
 def _columns(config):
-    """Names of the uniform draws this configuration needs, in a fixed order.
+    """Names of the reference's uniform draws this configuration needs, in a
+    fixed order: the columns of its one `uniform` call of shape (N, columns).
 
     Only these are drawn: random number generation is a noticeable part of
     the layer's cost on some backends (TensorFlow's XLA on CPU)."""
@@ -58,13 +78,49 @@ def _columns(config):
         needed.append("channel_shift_intensity")
     if config.brightness_range is not None:
         needed.append("brightness")
-    # Beyond the reference: drawn after its parameters, so they change no draw of those.
-    if config.perspective_range:
-        needed += [f"perspective_{k}" for k in range(8)]
-    for index, key in enumerate(("distortion_k1", "distortion_k2")):
-        if config.distortion_range[index]:
-            needed.append(key)
     return needed
+
+
+def _streams(config):
+    """(index, column names) of the extra streams this configuration needs:
+    beyond the reference, each drawn by a `uniform` call of its own, seeded
+    `STREAM_OFFSET * index` from the reference's (see `stream_seed`)."""
+    streams = []
+    if config.perspective_range:
+        streams.append((1, PERSPECTIVE_COLUMNS))
+    if config.distortion_range != (0.0, 0.0):
+        streams.append((2, DISTORTION_COLUMNS))
+    return streams
+
+
+def stream_seed(seed, index):
+    """The seed tensor of extra stream `index` from a call's (2,) seed tensor."""
+    return seed + ops.convert_to_tensor([index * STREAM_OFFSET] * 2, dtype=seed.dtype)
+
+
+def draw_columns(config, batch_size, seed=None):
+    """{column name: (batch_size,) float32 uniform in [0, 1)} for every
+    column of `_columns(config)` and `_streams(config)`; {} when there are
+    none (then nothing is drawn and a generator does not advance).
+
+    The seed is drawn once (a `SeedGenerator` advances once, as for one
+    `keras.random.uniform` call): the reference's columns are the one call
+    `uniform((batch_size, len(columns)), seed=<that seed>)`, the values a
+    single `keras.random.uniform(..., seed=seed)` gives; each extra stream is
+    a call of its own from `stream_seed`."""
+    names, streams = _columns(config), _streams(config)
+    if not names and not streams:
+        return {}
+    value = backend.draw_seed(seed)
+    draws = [(names, value)] + [(columns, stream_seed(value, index)) for index, columns in streams]
+    drawn = {}
+    for columns, seed_value in draws:
+        if columns:
+            # float32 whatever `keras.config.floatx()` says: float16 draws would
+            # quantize angles and shifts.
+            u = random.uniform((batch_size, len(columns)), dtype="float32", seed=backend.DrawnSeed(seed_value))
+            drawn.update((name, u[:, k]) for k, name in enumerate(columns))
+    return drawn
 
 
 # Inward directions (x, y) of the corners top-left, top-right, bottom-right, bottom-left.
@@ -90,7 +146,10 @@ def sample_transformation(config, batch_size, height, width, seed=None):
     Args:
         config: an `AugmentationConfig`.
         batch_size, height, width: ints or scalar tensors.
-        seed: a `keras.random.SeedGenerator`, an int, or None.
+        seed: a `keras.random.SeedGenerator` (advanced once per call), an
+            integer in [0, 2**32 - 1], None (Keras' global generator), or a
+            (2,) seed tensor already drawn (as Keras' random functions take
+            one on JAX: the way to give a jitted function fresh draws).
 
     Returns:
         A dict with the keys of `get_random_transform`, each a float32 tensor of
@@ -103,16 +162,20 @@ def sample_transformation(config, batch_size, height, width, seed=None):
         displacement (dx, dy) in pixels (x along the columns, y down the
         rows) of the corners top-left, top-right, bottom-right, bottom-left
         (at the corner pixels' centres), and `distortion_k1`,
-        `distortion_k2` (N,), the radial lens coefficients. All the uniform
-        numbers come from one `keras.random.uniform` call.
+        `distortion_k2` (N,), the radial lens coefficients. The reference's
+        parameters come from one uniform call (`draw_columns`), perspective
+        and lens from streams of their own: turning them on changes no
+        other key's draw, in this call or the next.
     """
-    names = _columns(config)
+    if seed is not None and not isinstance(seed, keras.random.SeedGenerator):
+        if ops.is_tensor(seed) and tuple(ops.shape(seed)) == (2,):
+            seed = backend.DrawnSeed(ops.cast(seed, backend.seed_dtype()))  # a drawn seed, e.g. traced under jit
+        else:
+            seed = config_lib.parse_seed(seed)
+    drawn = draw_columns(config, batch_size, seed)
+    names = list(drawn)
     zeros = ops.zeros((batch_size,), "float32")
-    if names:
-        # float32 whatever `keras.config.floatx()` says: float16 draws would
-        # quantize angles and shifts.
-        u = keras_random.uniform((batch_size, len(names)), dtype="float32", seed=seed)
-    column = lambda name: u[:, names.index(name)] if name in names else zeros  # noqa: E731
+    column = lambda name: drawn[name] if name in drawn else zeros  # noqa: E731
     rotation, shear = config.rotation_range, config.shear_range
     lower, upper = config.zoom_range
     transformation = {
@@ -136,8 +199,8 @@ def sample_transformation(config, batch_size, height, width, seed=None):
         transformation["brightness"] = _uniform(column("brightness"), *config.brightness_range)
     if config.perspective_range:
         transformation["perspective"] = _perspective(config, column, height, width)
-    for index, key in enumerate(("distortion_k1", "distortion_k2")):
-        if key in names:
+    for index, key in enumerate(DISTORTION_COLUMNS):
+        if config.distortion_range[index]:
             limit = config.distortion_range[index]
             transformation[key] = _uniform(column(key), -limit, limit)
     return transformation

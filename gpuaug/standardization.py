@@ -7,11 +7,14 @@ holding it saves and reloads like any other.
 They run in training and at inference alike (the generator standardizes every
 image it yields), after the random augmentation, in the reference's order:
 preprocessing_function, rescale, samplewise, featurewise, ZCA. Statistics are
-per image, as in `flow`, which standardizes one image at a time.
+per image, as in `flow`, which standardizes one image at a time. Like Keras'
+own preprocessing layers they also run in a `tf.data` pipeline on every
+backend (`gpuaug.backend.RunsInTensorFlowGraphs`).
 """
 
 import keras
-from keras import ops
+
+from gpuaug.backend import RunsInTensorFlowGraphs, ops
 
 EPSILON = 1e-6  # the reference's guard in every division by a std
 
@@ -21,7 +24,7 @@ def _image_axes(inputs):
 
 
 @keras.saving.register_keras_serializable(package="gpuaug")
-class SamplewiseStandardization(keras.layers.Layer):
+class SamplewiseStandardization(RunsInTensorFlowGraphs, keras.layers.Layer):
     """Per image: subtract its mean (`samplewise_center`) and divide by its
     std + 1e-6 (`samplewise_std_normalization`), over all pixels and channels."""
 
@@ -49,7 +52,7 @@ class SamplewiseStandardization(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="gpuaug")
-class FeaturewiseStandardization(keras.layers.Layer):
+class FeaturewiseStandardization(RunsInTensorFlowGraphs, keras.layers.Layer):
     """Subtracts a per-channel `mean` and divides by `std` + 1e-6, as the
     generator does after `fit` (`featurewise_center`,
     `featurewise_std_normalization`). `mean`/`std`: None or one value per
@@ -83,7 +86,7 @@ class FeaturewiseStandardization(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="gpuaug")
-class ZCAWhitening(keras.layers.Layer):
+class ZCAWhitening(RunsInTensorFlowGraphs, keras.layers.Layer):
     """Multiplies each flattened image by the fitted ZCA matrix
     (`datagen.zca_whitening_matrix`, shape (D, D), D = H * W * C). The matrix
     is a non-trainable weight, saved with the model."""
@@ -128,7 +131,7 @@ TORCH_STD = (0.229, 0.224, 0.225)
 
 
 @keras.saving.register_keras_serializable(package="gpuaug")
-class ImagenetPreprocessing(keras.layers.Layer):
+class ImagenetPreprocessing(RunsInTensorFlowGraphs, keras.layers.Layer):
     """`keras.applications`' `preprocess_input` as a layer, for its three modes:
 
     - "caffe" (ResNet50, VGG16/19): RGB to BGR, then minus the ImageNet mean

@@ -21,8 +21,8 @@ known at run time); on JAX without `jax_enable_x64`, which has no int64, each
 image is gathered on its own with indices below H*W (`index_mode`).
 """
 
-import keras
-from keras import ops
+from gpuaug import backend
+from gpuaug.backend import ops
 
 from gpuaug.geometry import Geometry
 
@@ -83,7 +83,7 @@ def sample_points(coordinates, size, fill_mode, interpolation_order):
 
 def x64_available():
     """False only on JAX without `jax_enable_x64` (no int64 there)."""
-    if keras.backend.backend() != "jax":
+    if backend.name() != "jax":
         return True
     import jax
 
@@ -124,7 +124,7 @@ def gather_form():
     - "scalar": one gather of single values per tap, at pixel * C + channel
       (JAX's choice: its XLA compiles row gathers about half as fast).
     """
-    return "scalar" if keras.backend.backend() == "jax" else "separate"
+    return "scalar" if backend.name() == "jax" else "separate"
 
 
 def _gather(images, pairs, mode):
@@ -210,6 +210,9 @@ def warp_images(
             perspective); False uses the affine rows only.
         distortion: None or (k1, k2) of a radial lens map (`gpuaug.lens`)
             applied to the sampling coordinates before the one gather.
+            Output points beyond a perspective's horizon or past the lens's
+            fold sample nowhere: `cval` with "constant", the border pixel on
+            their ray from the centre otherwise (`gpuaug.geometry`).
 
     Returns:
         (N, H, W, C): float32, or the input's dtype with `keep_dtype`.
@@ -226,7 +229,9 @@ def warp_images(
     cols = ops.cast(ops.arange(width), "float32")[None, None, :]
     # One matrix for all images (N = 1) is repeated: the gathers are flat.
     matrices = ops.broadcast_to(ops.cast(matrices, "float32"), (batch, 3, 3))
-    x, y = Geometry(matrices, projective, distortion).source_points(cols, rows, height, width)
+    # `nowhere`: None on the affine path; else True beyond a horizon or past a lens's fold
+    # (`geometry`): "constant" gives them `cval`, the other modes the border point set there.
+    x, y, nowhere = Geometry(matrices, projective, distortion).sample_points(cols, rows, height, width)
     x_indices, x_fraction, x_inside = sample_points(
         x, width, fill_mode, interpolation_order
     )
@@ -250,7 +255,10 @@ def warp_images(
         lower = _lerp(taps[2], taps[3], x_fraction)
         warped = _lerp(upper, lower, y_fraction)
     if fill_mode == "constant":
-        inside = ops.logical_and(x_inside, y_inside)[..., None]
+        inside = ops.logical_and(x_inside, y_inside)
+        if nowhere is not None:
+            inside = ops.logical_and(inside, ops.logical_not(nowhere))
+        inside = inside[..., None]
         warped = ops.where(inside, warped, ops.cast(cval, warped.dtype))
     if keep_dtype:  # masks: gathered in their dtype, nothing computed to duplicate
         return warped

@@ -184,9 +184,10 @@ def test_unwritable_checkpoint_dir_fails_before_training():
 
 @pytest.mark.parametrize("code", [errno.EROFS, errno.ENOSPC, errno.EACCES])
 def test_export_failures_keep_the_previous_export(tmp_path, monkeypatch, code):
+    from models.export import publish
+
     export = tmp_path / "export"
-    export.mkdir()
-    (export / "model.keras").write_bytes(b"the user's previous export")
+    publish(export, lambda folder: (folder / "model.keras").write_bytes(b"the user's previous export"))
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
 
     def failing_save(*args, **kwargs):
