@@ -34,39 +34,58 @@ TRANSFORMS = {
 }
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data" / "cifar10-mini"))
-    parser.add_argument("--images", type=int, default=64)
-    parser.add_argument("--out", default=None, help="optional JSON file")
-    args = parser.parse_args(argv)
+FILL_MODES = ("constant", "nearest", "reflect", "wrap")
+
+
+def parity_rows(images, transforms=TRANSFORMS, report=print):
+    """For each fill mode and order, every transform of `transforms`: the
+    layer draws parameters and applies them where Keras runs it (the device,
+    if any), the reference applies the same ones on the host. Returns rows
+    {fill_mode, order, worst_max_abs_diff, mismatch_fraction (> TOLERANCE),
+    values}; `report(line)` gets a table row each."""
     from keras.src.legacy.preprocessing.image import ImageDataGenerator
 
     import gpuaug
     from gpuaug.reference import reference_apply
 
-    from gpuaug.cifar import read_batch
-
-    images, _ = read_batch(pathlib.Path(args.data_dir) / "cifar-10-batches-py" / "test_batch")
-    images = images[: args.images].astype("float32")
     rows = []
-    print("| fill mode | order | worst max abs diff | values > 1e-3 | compared values |")
-    print("|---|---|---:|---:|---:|")
-    for mode in ("constant", "nearest", "reflect", "wrap"):
+    for mode in FILL_MODES:
         for order in (0, 1):
             worst, mismatched, total = 0.0, 0, 0
-            for seed, kwargs in enumerate(TRANSFORMS.values()):
+            for seed, kwargs in enumerate(transforms.values()):
                 kwargs = dict(kwargs, fill_mode=mode, interpolation_order=order, cval=CVAL)
                 layer = gpuaug.RandomTransform(**kwargs, seed=seed)
                 transformation = layer.get_random_transformation(images)
-                ours = np.asarray(layer.transform_images(images, transformation))
+                ours = np.asarray(keras_to_numpy(layer.transform_images(images, transformation)))
                 diff = np.abs(ours - reference_apply(ImageDataGenerator(**kwargs), images, transformation))
                 worst = max(worst, float(diff.max()))
                 mismatched += int(np.sum(diff > TOLERANCE))
                 total += diff.size
             rows.append({"fill_mode": mode, "order": order, "worst_max_abs_diff": worst,
                          "mismatch_fraction": mismatched / total, "values": total})
-            print(f"| {mode} | {order} | {worst:.2e} | {mismatched / total:.4%} | {total:,} |", flush=True)
+            report(f"| {mode} | {order} | {worst:.2e} | {mismatched / total:.4%} | {total:,} |")
+    return rows
+
+
+def keras_to_numpy(tensor):
+    import keras
+
+    return keras.ops.convert_to_numpy(tensor)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data" / "cifar10-mini"))
+    parser.add_argument("--images", type=int, default=64)
+    parser.add_argument("--out", default=None, help="optional JSON file")
+    args = parser.parse_args(argv)
+    from gpuaug.cifar import read_batch
+
+    images, _ = read_batch(pathlib.Path(args.data_dir) / "cifar-10-batches-py" / "test_batch")
+    images = images[: args.images].astype("float32")
+    print("| fill mode | order | worst max abs diff | values > 1e-3 | compared values |")
+    print("|---|---|---:|---:|---:|")
+    rows = parity_rows(images, report=lambda line: print(line, flush=True))
     if args.out:
         import keras
 

@@ -43,8 +43,14 @@ def measure(step, images, seconds, min_calls=3):
 
 
 def block(result):
+    """Waits until `result` (a JAX, PyTorch, TensorFlow or numpy value) is computed."""
     if hasattr(result, "block_until_ready"):
         result.block_until_ready()
+    elif type(result).__module__.startswith("torch"):
+        import torch
+
+        if result.is_cuda:
+            torch.cuda.synchronize(result.device)
     else:
         np.asarray(result)
 
@@ -87,9 +93,10 @@ def gpuaug_layer(**settings):
 def compiled(layers, mode):
     """A step function applying `layers` in training mode.
 
-    mode: "eager", "graph" (tf.function, TensorFlow only) or "xla".
-    On JAX a seed is passed in per call (layers' get_random_transformation /
-    transform_images), since jitted functions cannot update seed state.
+    mode: "eager", "graph" (tf.function, TensorFlow only) or "xla" (on
+    PyTorch: `torch.compile`). On JAX a seed is passed in per call (layers'
+    get_random_transformation / transform_images), since jitted functions
+    cannot update seed state.
     """
     import keras
 
@@ -123,6 +130,16 @@ def compiled(layers, mode):
 
         function = jax.jit(apply_seeded) if mode == "xla" else apply_seeded
         return lambda images, i: function(images, jax.numpy.array([0, i], dtype="uint32"))
+    if backend == "torch":
+        import torch
+
+        def apply_torch(images):
+            for layer in layers:
+                images = layer(images, training=True)
+            return images
+
+        function = torch.compile(apply_torch) if mode == "xla" else apply_torch
+        return lambda images, i: function(images)
     raise SystemExit(f"backend {backend} is not benchmarked here")
 
 

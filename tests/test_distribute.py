@@ -128,12 +128,13 @@ def run_together(tmp_path, name, commands, timeout):
     return outputs
 
 
-def run_two_workers(tmp_path, *extra, timeout=300):
-    """Two train.py worker processes on 127.0.0.1 under TF_CONFIG; both are
-    killed if they outlive `timeout`."""
+def run_two_workers(tmp_path, *extra, timeout=300, worker_env=lambda index: {}):
+    """Two train.py worker processes on 127.0.0.1 under TF_CONFIG (and the
+    variables `worker_env(index)` adds); both are killed if they outlive
+    `timeout`."""
     cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
     commands = [([sys.executable, str(REPO / "train.py"), *QUICK, "--strategy", "multiworker", *extra],
-                 dict(os.environ, PYTHONPATH=str(REPO),
+                 dict(os.environ, PYTHONPATH=str(REPO), **worker_env(index),
                       TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})))
                 for index in range(2)]
     return run_together(tmp_path, "worker", commands, timeout)
@@ -168,14 +169,26 @@ def test_train_multiworker_two_local_processes(tmp_path):
 
 def test_jit_compile_under_multiworker_compiles_with_xla(tmp_path):
     """--jit-compile under --strategy multiworker: each replica's forward and
-    backward pass runs through XLA (TensorFlow logs its first XLA
-    compilation), as the start-up line says."""
-    outs = run_two_workers(tmp_path, "--model", "tiny", "--limit", "128", "--jit-compile")
-    for out in outs:
+    backward pass runs through XLA, as the start-up line says. XLA's own dump
+    (XLA_FLAGS=--xla_dump_to) is the witness: TensorFlow's "Compiled cluster
+    using XLA" log line is not, since it is lost whenever the cluster's gRPC
+    server initialises absl logging first (INFO then no longer reaches stderr)."""
+    def compiled_modules(mode):
+        dumps = [tmp_path / f"xla-{mode}-{index}" for index in range(2)]
+        outs = run_two_workers(tmp_path, "--model", "tiny", "--limit", "128", f"--{mode}",
+                               worker_env=lambda index: {"XLA_FLAGS": f"--xla_dump_to={dumps[index]}"})
+        modules = [sorted(p.name for p in dump.glob("module_*forward_backward*"))
+                   if dump.is_dir() else [] for dump in dumps]
+        return outs, modules
+
+    outs, modules = compiled_modules("jit-compile")
+    for out, names in zip(outs, modules):
         assert "jit_compile=True" in out and "epoch 1:" in out
-        assert "Compiled cluster using XLA" in out, out[-3000:]
-    plain = run_two_workers(tmp_path, "--model", "tiny", "--limit", "128", "--no-jit-compile")
-    assert all("jit_compile=False" in out and "Compiled cluster using XLA" not in out for out in plain)
+        assert names, out[-3000:]
+    plain, modules = compiled_modules("no-jit-compile")
+    for out, names in zip(plain, modules):
+        assert "jit_compile=False" in out and "epoch 1:" in out
+        assert names == []
 
 
 @pytest.mark.parametrize("config, fragments", [
