@@ -14,6 +14,7 @@ import argparse
 import copy
 import importlib.util
 import json
+import math
 import os
 import pathlib
 import re
@@ -162,8 +163,12 @@ def parse_args(argv=None):
         parser.error(f"--image-size must be two sizes >= 1 (got {' '.join(map(str, args.image_size))})")
     if len(args.zoom_range) > 2:
         parser.error(f"--zoom-range takes Z or LOW HIGH (got {' '.join(map(str, args.zoom_range))})")
-    if not args.learning_rate > 0:
-        parser.error(f"--learning-rate must be > 0 (got {args.learning_rate})")
+    if not (args.learning_rate > 0 and math.isfinite(args.learning_rate)):
+        parser.error(f"--learning-rate must be a finite number > 0 (got {args.learning_rate})")
+    for name in ("data_dir", "cache", "export", "checkpoint_dir", "metrics_json"):
+        value = getattr(args, name)
+        if value is not None and not value.strip():  # an unset shell variable: "$CKPT"
+            parser.error(f"{flag(name)} needs a path (got an empty string)")
     if not 0 <= args.seed < 2**32:
         parser.error(f"--seed must be between 0 and 2**32 - 1 (got {args.seed})")
     # The augmentation arguments, checked by gpuaug itself before any data is read;
@@ -327,13 +332,74 @@ def check_inputs(args, splits):
             raise UsageError(f"--augment generator runs flow_from_directory, which does not read GIF files: "
                              f"{len(skipped)} of the training files are GIFs (e.g. {skipped[0]}); "
                              "use --augment gpu or none, or convert them")
-    for path, flag in ((args.export, "--export"), (args.checkpoint_dir, "--checkpoint-dir"),
-                       (args.metrics_json, "--metrics-json"), (args.cache if args.cache != "memory" else None,
-                                                               "--cache")):
-        if path:
-            check_writable(path, flag)
-    if args.metrics_json:  # its folder, so that the first epoch's write cannot fail on it
-        pathlib.Path(args.metrics_json).absolute().parent.mkdir(parents=True, exist_ok=True)
+    outputs = output_paths(args)
+    for flag_name, path in outputs.items():
+        check_writable(path, flag_name)
+    check_outputs_apart(outputs, args.data_dir if splits.kind == "folder" else None)
+    if args.metrics_json:
+        check_metrics_json(args.metrics_json)
+        # Its folder (through its link), so that the first epoch's write cannot fail on it.
+        pathlib.Path(os.path.realpath(args.metrics_json)).parent.mkdir(parents=True, exist_ok=True)
+
+
+def output_paths(args):
+    """{flag: path} of the outputs this run writes."""
+    given = {"--export": args.export, "--checkpoint-dir": args.checkpoint_dir, "--metrics-json": args.metrics_json,
+             "--cache": args.cache if args.cache != "memory" else None}
+    return {name: path for name, path in given.items() if path}
+
+
+def _inside(path, folder):
+    """Whether `path` is `folder` or lies under it (real paths)."""
+    return os.path.commonpath([path, folder]) == folder
+
+
+def check_outputs_apart(outputs, image_folder=None):
+    """Refuses outputs that would write over one another (--metrics-json as
+    an entry of the export, a checkpoint file or a cache file), and outputs
+    inside the image folder being trained on (a checkpoint or an export
+    there would become a class, or images, of the next run's data)."""
+    from models import cache, checkpoints, export
+
+    real = {name: os.path.realpath(path) for name, path in outputs.items()}
+    if image_folder is not None:
+        data = os.path.realpath(image_folder)
+        for name, path in real.items():
+            if _inside(path, data):
+                raise UsageError(f"{name} {outputs[name]} is inside --data-dir {image_folder}, whose folders and "
+                                 "files are the training data: write it elsewhere")
+    # The entries each output folder owns (the folder may hold the others' too).
+    owned = {"--export": lambda entry: entry in export.ENTRIES or entry == export.STORE,
+             "--checkpoint-dir": lambda entry: entry.startswith(checkpoints.OWNED_PREFIXES),
+             "--cache": lambda entry: entry.startswith(cache.PREFIX)}
+    for folder_flag, is_owned in owned.items():
+        for name, path in real.items():
+            if name == folder_flag or folder_flag not in real or not _inside(path, real[folder_flag]):
+                continue
+            entry = os.path.relpath(path, real[folder_flag]).split(os.sep)[0]
+            if name == "--metrics-json" and entry == os.curdir:
+                raise UsageError(f"--metrics-json {outputs[name]} is {folder_flag} {outputs[folder_flag]}, a "
+                                 "folder: give a file name")
+            if is_owned(entry):
+                raise UsageError(f"{name} {outputs[name]} would write into {folder_flag} {outputs[folder_flag]}'s "
+                                 f"own {entry}: give another path")
+
+
+def check_metrics_json(path):
+    """Refuses an existing --metrics-json FILE that train.py did not write
+    (the run replaces FILE after every epoch): only an empty file or an
+    earlier run's metrics (a JSON object with its "epochs") is replaced."""
+    target = pathlib.Path(os.path.realpath(path))
+    if not target.is_file() or target.stat().st_size == 0:
+        return
+    try:
+        content = json.loads(target.read_text())
+        ours = isinstance(content, dict) and isinstance(content.get("epochs"), list) and "finished" in content
+    except (OSError, ValueError):
+        ours = False
+    if not ours:
+        raise UsageError(f"--metrics-json {path} exists and is not train.py's metrics (a JSON object with "
+                         "\"epochs\" and \"finished\"): it is left untouched; give another file")
 
 
 def build_model(args, splits, topology):
@@ -377,7 +443,9 @@ def build_model(args, splits, topology):
 def run_definition(args, splits, topology):
     """What defines a run (recorded in its checkpoint): the data, its
     splits and order, the batches, the augmentation, the model, the
-    learning rate, the backend. JSON values."""
+    learning rate, the backend. JSON values: an image folder's class names
+    (their order is the labels) and every split's count are part of it, so
+    a folder whose classes or files changed is another run."""
     import keras
 
     return {
@@ -385,6 +453,8 @@ def run_definition(args, splits, topology):
         "limit": args.limit,
         "validation_split": args.validation_split,
         "image_size": list(splits.image_shape[:2]),
+        "class_names": list(splits.folder.class_names) if splits.kind == "folder" else None,
+        "counts": dict(splits.counts),
         "seed": args.seed,
         "batch_size": args.batch_size,
         "replicas": topology.replicas,
@@ -401,6 +471,8 @@ def _shown(value):
         return "none"
     if isinstance(value, list):
         return " ".join(map(str, value))
+    if isinstance(value, dict):
+        return ", ".join(f"{key} {item}" for key, item in value.items())
     return str(value)
 
 
@@ -410,13 +482,19 @@ def check_same_run(args, run, recorded):
     recorded nothing) differs from this one (`run`) in what defines it: one
     model would be trained on two runs' data, batches or augmentation."""
     recorded = recorded or {}
-    names = {"data_dir": "--data-dir", "replicas": "--strategy (devices sharing a batch)"}
+    names = {"data_dir": "--data-dir", "replicas": "--strategy (devices sharing a batch)",
+             "class_names": "--data-dir's class folders", "counts": "--data-dir's images per split"}
+    # Compared as JSON, so types count: --width-shift-range 4 (whole pixels) is
+    # not 4.0 (any shift up to 4 pixels), as in ImageDataGenerator.
+    same = lambda a, b: json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)  # noqa: E731
     differences = [(names.get(key, flag(key)), recorded[key], run[key])
-                   for key in ("data_dir", "limit", "validation_split", "image_size", "seed", "batch_size",
-                               "replicas", "augment", "model") if key in recorded and recorded[key] != run[key]]
+                   for key in ("data_dir", "limit", "validation_split", "image_size", "class_names", "counts", "seed",
+                               "batch_size", "replicas", "augment", "model")
+                   if key in recorded and not same(recorded[key], run[key])]
     if not differences and recorded.get("augment") == run["augment"]:
         before, now = recorded.get("augmentation") or {}, run["augmentation"] or {}
-        differences = [(flag(key), before[key], now.get(key)) for key in sorted(before) if before[key] != now.get(key)]
+        differences = [(flag(key), before[key], now.get(key)) for key in sorted(before)
+                       if not same(before[key], now.get(key))]
     if differences:
         name, theirs, ours = differences[0]
         raise UsageError(f"--checkpoint-dir {args.checkpoint_dir} holds a run with {name} {_shown(theirs)}; this "
@@ -456,9 +534,7 @@ def run(args):
                          "pip install -r requirements-test.txt")
     import keras
 
-    from models import inputs, topologies
-    from models.cache import CacheError
-    from models.errors import DataError
+    from models import topologies
 
     try:
         # TensorFlow's collective ops must be configured before TensorFlow runs
@@ -471,6 +547,32 @@ def run(args):
     except topologies.UsageError as error:
         raise UsageError(str(error)) from None
     keras.utils.set_random_seed(args.seed)
+    checkpoint_lock = hold_checkpoint_dir(args.checkpoint_dir) if args.checkpoint_dir and topology.chief else None
+    try:
+        return prepare_and_train(args, splits, topology)
+    finally:
+        if checkpoint_lock is not None:
+            checkpoint_lock.close()
+
+
+def hold_checkpoint_dir(checkpoint_dir):
+    """The --checkpoint-dir's run lock (models/checkpoints.py: `hold`),
+    held by the chief until the run ends; one line if another run has it."""
+    from models.checkpoints import CheckpointError, hold
+
+    try:
+        return hold(checkpoint_dir)
+    except CheckpointError as error:
+        raise UsageError(str(error)) from None
+
+
+def prepare_and_train(args, splits, topology):
+    """Prepares the export folder and this process's feeds, then trains
+    (`train_and_export`)."""
+    from models import inputs
+    from models.cache import CacheError
+    from models.errors import DataError
+
     if args.export and topology.chief:
         prepare_export(args.export)
     counts = dict(splits.counts)
@@ -501,7 +603,8 @@ def train_and_export(args, splits, topology, feeds, counts, global_batch):
 
     from models import folders, inputs
     from models.cache import CacheError
-    from models.errors import DataError
+    from models.checkpoints import CheckpointError
+    from models.errors import DataError, file_system_error
 
     model, restored = build_model(args, splits, topology)
     initial_epoch = restored.epochs if restored else 0
@@ -543,10 +646,14 @@ def train_and_export(args, splits, topology, feeds, counts, global_batch):
         else:
             topology.fit(model, feeds, counts["train"], dict(fit, validation=validation_name))
         _, accuracy = topology.evaluate(model, feeds, "test")
-    except (CacheError, DataError) as error:  # raised as TF multi-worker builds its shares
+    except (CacheError, DataError, CheckpointError) as error:  # shares of TF multi-worker; a full disk
         raise UsageError(str(error)) from None
     except Exception as error:
-        problem = None
+        problem, refused = None, file_system_error(error)
+        if refused is not None:  # tf.data writing the --cache files (the checkpoint's writer says so itself)
+            where = f"--cache {args.cache}" if args.cache and args.cache != "memory" else "a file written in training"
+            raise UsageError(f"{where}: {refused.strerror or refused} while training; the files of the "
+                             "epochs finished before are kept: make room and rerun") from None
         if splits.kind == "folder" and folders.is_decode_error(error):
             problem = folders.find_undecodable((splits.train, splits.validation, splits.test))
         elif splits.kind == "folder" and args.augment == "generator":  # Pillow's error, however Keras wrapped it
@@ -673,7 +780,15 @@ def EpochReport(images_per_epoch, validation_name="test", metrics_json=None, ear
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    # Paths that are not valid UTF-8 print with \x escapes, whatever the locale's strictness.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+    try:
+        args = parse_args(argv)  # imports TensorFlow: Ctrl-C can land here too
+    except KeyboardInterrupt:
+        print("train.py: interrupted", file=sys.stderr)
+        return 130
     try:
         run(args)
     except UsageError as error:

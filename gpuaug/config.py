@@ -72,6 +72,23 @@ def _finite_real(name, value, minimum=None, accepted=None):
     return value
 
 
+# The largest magnitude a numeric argument may have: the parameters are drawn
+# and applied in float32 (max 3.4e38), where a range beyond about 1e38
+# overflows the draw to inf and the warp's coordinates to NaN (an all-NaN
+# batch on JAX, an out-of-range gather on TensorFlow and PyTorch).
+LARGEST = 1e30
+
+
+def _check_magnitude(name, value):
+    """Raises if `value` (a number or a sequence of them) holds a finite
+    number larger in magnitude than `LARGEST`; the other checks come after."""
+    sequence = _as_sequence(value)
+    for v in [value] if sequence is None else sequence:
+        if _is_real(v) and math.isfinite(v) and abs(v) > LARGEST:
+            raise ValueError(f"`{name}` must hold numbers of magnitude at most {LARGEST:g} (the parameters are drawn "
+                             f"and applied in float32, which overflows beyond). Received: {value!r}")
+
+
 def _as_sequence(value):
     """Lists, tuples and 1-D arrays (anything with `tolist`) become lists."""
     if hasattr(value, "tolist") and not _is_real(value):
@@ -284,6 +301,11 @@ class AugmentationConfig:
         perspective_range=0.0,
         distortion_range=0.0,
     ):
+        for name, value in (("rotation_range", rotation_range), ("width_shift_range", width_shift_range),
+                            ("height_shift_range", height_shift_range), ("brightness_range", brightness_range),
+                            ("shear_range", shear_range), ("zoom_range", zoom_range),
+                            ("channel_shift_range", channel_shift_range), ("cval", cval)):
+            _check_magnitude(name, value)
         order = interpolation_order
         if _is_bool(order) or not _is_real(order) or order not in INTERPOLATION_ORDERS:
             raise ValueError(

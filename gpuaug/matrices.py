@@ -12,12 +12,21 @@ Two reference quirks are reproduced by default (see `shift_axes`, `center`).
 
 import math
 
+import numpy as np
+
 from gpuaug.backend import ops
 
 
 def _per_image(value, like):
     """A scalar or (N,) value as a float32 (N,) tensor shaped like `like`."""
     return ops.cast(value, "float32") + ops.zeros_like(like)
+
+
+def _rank(value):
+    """The rank of a dict value: a tensor or array, or a plain Python number
+    (as the reference's own `get_random_transform` returns), which only
+    TensorFlow's `ops.shape` takes."""
+    return len(value.shape) if hasattr(value, "shape") else len(np.shape(value))
 
 
 def transform_matrices(
@@ -55,7 +64,7 @@ def transform_matrices(
     # N comes from any per-image value, flips included; scalars broadcast.
     like = ops.zeros((1,), "float32")
     for value in values:
-        if value is not None and len(ops.shape(value)) > 0:
+        if value is not None and _rank(value) > 0:
             like = ops.zeros_like(ops.cast(value, "float32"))
             break
     defaults = (0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0)

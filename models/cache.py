@@ -36,6 +36,8 @@ import os
 import pathlib
 import re
 
+from models.locks import try_lock
+
 MEMORY = "memory"
 SHUFFLE_BYTES = 256 * 2**20  # the shuffle buffer after a file cache: about this many bytes of images
 FORMAT = 2  # bumped when what a cache holds or how it is named changes
@@ -96,22 +98,6 @@ def _content(prefix):
             for suffix in CONTENT}
 
 
-def _try_lock(path):
-    """An open file holding an exclusive lock on `path`, or None if another
-    process holds it. Without fcntl (Windows) no lock is taken."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: no lock
-        return open(path, "a")  # noqa: SIM115 - closed by the caller
-    handle = open(path, "a")  # noqa: SIM115 - closed by the caller
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        return None
-    return handle
-
-
 def _owned(folder):
     """{(share, key): [paths]} of the files in `folder` a cache owns."""
     found = {}
@@ -142,7 +128,7 @@ class PixelCache:
             folder.mkdir(parents=True, exist_ok=True)
             key = cache_key(files, share, settings or {})
             self.prefix = folder / f"{PREFIX}{share}-{key}"
-            self._lock_file = _try_lock(f"{self.prefix}.lock")
+            self._lock_file = try_lock(f"{self.prefix}.lock")
             if self._lock_file is None:
                 raise CacheError(f"--cache {folder}: another run is using its {share} cache ({self.prefix.name})")
             owned = _owned(folder)
@@ -199,7 +185,7 @@ class PixelCache:
     def _remove_outdated(paths):
         """Removes another cache's files, unless a run holds its lock."""
         lock = next((path for path in paths if path.name.endswith(".lock")), None)
-        held = _try_lock(lock) if lock is not None else None
+        held = try_lock(lock) if lock is not None else None
         if lock is not None and held is None:
             return  # in use by another run
         try:

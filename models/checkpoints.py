@@ -27,7 +27,9 @@ multi-host JAX): `write`, called by train.py after each epoch through the
 topology's `checkpoint_saver`.
 """
 
+import contextlib
 import hashlib
+import io
 import json
 import os
 import pathlib
@@ -41,6 +43,9 @@ WEIGHTS = "latest.weights.h5"
 METADATA = "training_metadata.json"
 BACKUP = ".bkp"
 DAMAGED = ".damaged"
+LOCK = ".gpuaug-checkpoint.lock"
+# The names of every file this module writes in a checkpoint folder.
+OWNED_PREFIXES = (WEIGHTS, METADATA, "partial.weights.h5", LOCK)
 
 
 class Restored(NamedTuple):
@@ -107,7 +112,8 @@ def _read_metadata(path):
 def _load(model, weights, metadata_path, check_run=None):
     """Loads one state into `model`; returns its metadata or raises
     `_Unusable` (damaged, or weights and metadata from different epochs) or
-    `_OtherModel`. `check_run(recorded run)` runs before any weight is loaded.
+    `_OtherModel`. `check_run(recorded run)` runs first, before any weight is
+    loaded.
     The seed states load when the model has as many seed generators as the
     state recorded (otherwise it has other random layers, e.g. no
     augmentation: it keeps its own seeds; train.py's run check refuses that
@@ -118,13 +124,13 @@ def _load(model, weights, metadata_path, check_run=None):
         metadata = _read_metadata(metadata_path)
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise _Unusable(f"{metadata_path.name} is unreadable ({type(error).__name__})") from None
+    if check_run is not None:  # first: it names the flag (or the data) that differs
+        check_run(metadata.get("run"))
     saved = metadata.get("model")
     if saved is not None and saved != fingerprint(model):
         raise _OtherModel(f"it holds a checkpoint of another model ({_describe(saved)}; this run builds "
                           f"{_describe(fingerprint(model))}): use the same --model and --image-size as the run "
                           "that wrote it, or another directory")
-    if check_run is not None:
-        check_run(metadata.get("run"))
     if not weights.exists():
         raise _Unusable(f"{weights.name} is missing")
     try:
@@ -169,24 +175,81 @@ def write(model, folder, epochs_done, backup=True, run=None, history=()):
     """Writes `model`'s training state after `epochs_done` epochs: the
     weights (optimizer state included) and their metadata (the seed
     states, `run` and `history`: see the module's docstring), each replaced
-    atomically. With `backup`, the previous state is copied to `*.bkp` first."""
-    import keras
+    atomically. With `backup`, the previous state is copied to `*.bkp` first.
+
+    Raises `CheckpointError` (one line) when the file system refuses a
+    write (a full disk): the half-written files are removed, and the
+    folder holds the previous state (as the latest or as the backup)."""
+    folder = pathlib.Path(folder)
+    partial_weights = folder / "partial.weights.h5"
+    partial_metadata = folder / (METADATA + ".partial")
+    try:
+        _write(model, folder, epochs_done, backup, run, history, partial_weights, partial_metadata)
+    except OSError as error:
+        for path in (partial_weights, partial_metadata, folder / (WEIGHTS + BACKUP + ".partial"),
+                     folder / (METADATA + BACKUP + ".partial")):
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
+        reason = os.strerror(error.errno) if error.errno else str(error).splitlines()[0]
+        raise CheckpointError(f"--checkpoint-dir {folder}: cannot write the checkpoint of epoch {epochs_done} "
+                              f"({reason}); the one before it is kept: make room and rerun the same command "
+                              "to resume") from None
+
+
+def hold(folder):
+    """Takes `folder`'s run lock (its `LOCK` file, created with the folder)
+    for as long as the returned file stays open: one run at a time writes
+    a checkpoint folder. Raises `CheckpointError` when another run holds it."""
+    from models.locks import try_lock
 
     folder = pathlib.Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle = try_lock(folder / LOCK)
+    except OSError as error:
+        raise CheckpointError(f"--checkpoint-dir {folder}: {error.strerror or error}") from None
+    if handle is None:
+        raise CheckpointError(f"--checkpoint-dir {folder}: another run is training into it (it holds {LOCK}); "
+                              "wait for it to end or use another --checkpoint-dir")
+    return handle
+
+
+def _weights_file_content(model):
+    """The bytes of `model.save_weights`'s `.weights.h5` file, built in
+    memory: HDF5 never writes to the checkpoint's disk itself, since after a
+    write it could not finish (a full disk) it crashes the process at exit
+    (h5py 3, HDF5 1.14); Python's own write fails cleanly instead. This is
+    Keras 3's `save_weights_only` with an in-memory store (the store
+    accepts `io.BytesIO`)."""
+    from keras.src.saving import saving_lib
+
+    if not model.built:
+        raise ValueError("the model is not built, so it has no weights to save")
+    buffer = io.BytesIO()
+    store = saving_lib.H5IOStore(buffer, mode="w")
+    saving_lib._save_state(model, weights_store=store, assets_store=None, inner_path="",  # noqa: SLF001
+                           visited_saveables=set())
+    store.close()
+    return buffer.getvalue()
+
+
+def _write(model, folder, epochs_done, backup, run, history, partial_weights, partial_metadata):
+    import keras
+
     folder.mkdir(parents=True, exist_ok=True)
-    partial = folder / "partial.weights.h5"
-    model.save_weights(partial)
+    content = _weights_file_content(model)
+    with open(partial_weights, "wb") as file:
+        file.write(content)
     if backup:
         for name in (WEIGHTS, METADATA):
             if (folder / name).exists():
                 _replace_with_copy(folder / name, folder / (name + BACKUP))
-    os.replace(partial, folder / WEIGHTS)
-    metadata = folder / (METADATA + ".partial")
+    os.replace(partial_weights, folder / WEIGHTS)
     states = [np.asarray(keras.ops.convert_to_numpy(variable)).tolist() for variable in _seed_states(model)]
-    metadata.write_text(json.dumps({"epoch": epochs_done, "iterations": _iterations(model),
-                                    "model": fingerprint(model), "seed_states": states, "run": run,
-                                    "history": list(history)}))
-    os.replace(metadata, folder / METADATA)
+    partial_metadata.write_text(json.dumps({"epoch": epochs_done, "iterations": _iterations(model),
+                                            "model": fingerprint(model), "seed_states": states, "run": run,
+                                            "history": list(history)}))
+    os.replace(partial_metadata, folder / METADATA)
 
 
 def restore(model, folder, repair=True, check_run=None):
@@ -215,6 +278,16 @@ def restore(model, folder, repair=True, check_run=None):
     backup = (folder / (WEIGHTS + BACKUP), folder / (METADATA + BACKUP))
     if not any(path.exists() for path in latest + backup):
         return Restored(0)
+    if latest[0].exists() and not any(path.exists() for path in latest[1:] + backup):
+        # Weights without any metadata: a run killed while it wrote its first
+        # checkpoint (the weights are written first). No epoch is recorded as
+        # done, so the run starts again; the file is kept aside.
+        kept = ""
+        if repair:
+            os.replace(latest[0], latest[0].with_name(latest[0].name + DAMAGED))
+            kept = f" (kept as {latest[0].name}{DAMAGED})"
+        return Restored(0, f"--checkpoint-dir {folder}: {latest[0].name} has no {METADATA} (a run stopped while "
+                           f"it wrote its first checkpoint){kept}: starting from epoch 1")
     try:
         metadata = _load(model, *latest, check_run)
         return _restored(metadata, f"resuming from {folder}: {metadata['epoch']} epoch(s) already done")

@@ -1,5 +1,9 @@
 """The one error of train.py's data layer (`models.data`, `models.folders`,
-`models.inputs`): data that cannot be found, read or split."""
+`models.inputs`): data that cannot be found, read or split; and the one
+reading of a file-system refusal that TensorFlow reports in its own words."""
+
+import errno
+import os
 
 LOCAL_COPY_HINT = (
     "point --data-dir at a local copy (a cifar-10-batches-py/ folder, "
@@ -9,3 +13,17 @@ LOCAL_COPY_HINT = (
 
 class DataError(Exception):
     """The data could not be found, read or split; the message is one line."""
+
+
+def file_system_error(error):
+    """`error` as an OSError when it is the file system's refusal (a full
+    disk, a quota, a read-only or failing device, a denied write), however
+    TensorFlow worded it (a full disk is its ResourceExhaustedError naming
+    ENOSPC), else None."""
+    if isinstance(error, OSError):
+        return error
+    text = str(error)
+    for number in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EIO):
+        if os.strerror(number) in text:
+            return OSError(number, os.strerror(number))
+    return None

@@ -37,6 +37,8 @@ import pathlib
 import re
 import shutil
 
+from models.errors import file_system_error
+
 MODEL_FILE = "model.keras"
 SAVED_MODEL = "saved_model"
 ENTRIES = (MODEL_FILE, SAVED_MODEL)
@@ -66,6 +68,11 @@ def check_target(export_dir):
     target = pathlib.Path(export_dir).absolute()
     if target.exists() and not target.is_dir():
         raise ExportError(f"--export {target} exists and is not a directory")
+    store = target / STORE
+    if os.path.lexists(store) and (store.is_symlink() or not store.is_dir()):
+        raise ExportError(f"--export {target}: {STORE} there is not a gpuaug export's own folder (it is "
+                          f"{'a link' if store.is_symlink() else 'a file'}); it is left untouched: move it away or "
+                          "export elsewhere")
     for name in ENTRIES:
         entry = target / name
         if os.path.lexists(entry) and not _is_our_link(entry):
@@ -299,22 +306,47 @@ def saved_model_problem():
     return None
 
 
+def _utf8_path(path):
+    """Whether TensorFlow can take `path` (it encodes paths as UTF-8: a
+    folder name that is not valid UTF-8 reaches Python as surrogates)."""
+    try:
+        str(path).encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
 def write_export(model, folder):
     """Writes `model.keras` and, where it can, an inference-only SavedModel
     `saved_model` into `folder`. Returns None or the one-line reason no
-    SavedModel was written."""
+    SavedModel was written (this model or backend cannot be exported so).
+    A file-system failure (a full disk, a denied write) raises OSError: the
+    export is then not installed at all, rather than installed without its
+    SavedModel."""
     problem = saved_model_problem()
     folder = pathlib.Path(folder)
     model.save(folder / MODEL_FILE)
     if problem is None:
+        import tempfile
+
+        # A folder whose name is not UTF-8: the SavedModel is written in the
+        # temporary folder, then moved in.
+        scratch = None if _utf8_path(folder) else tempfile.mkdtemp(prefix="gpuaug-saved-model-")
+        written = folder / SAVED_MODEL if scratch is None else pathlib.Path(scratch) / SAVED_MODEL
         try:
-            model.export(str(folder / SAVED_MODEL), format="tf_saved_model", verbose=False)
-        except OSError:
-            raise
-        except Exception as error:  # noqa: BLE001 - jax2tf or TensorFlow refusing this model
-            shutil.rmtree(folder / SAVED_MODEL, ignore_errors=True)
+            model.export(str(written), format="tf_saved_model", verbose=False)
+            if scratch is not None:
+                shutil.move(written, folder / SAVED_MODEL)
+        except Exception as error:  # noqa: BLE001 - jax2tf or TensorFlow refusing this model, or the disk
+            shutil.rmtree(written, ignore_errors=True)
+            refused = file_system_error(error)
+            if refused is not None:
+                raise refused from None
             reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
             problem = f"{type(error).__name__}: {reason}"
+        finally:
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
     return problem
 
 

@@ -158,7 +158,10 @@ def share_length(count, shares, multiple=1):
     shares * multiple - 1 items are left out."""
     length = (count // shares) // multiple * multiple
     if length == 0:
-        raise DataError(f"{count} images cannot give each of {shares} process(es) {multiple} image(s)")
+        if shares == 1:
+            raise DataError(f"{count} training image(s) are fewer than the {multiple} devices every batch is split "
+                            "over: give more images (--limit) or use fewer devices")
+        raise DataError(f"{count} images cannot give each of {shares} processes {multiple} image(s)")
     return length
 
 

@@ -135,16 +135,16 @@ class TFMirrored(Topology):
         return self.strategy.scope()
 
     def share(self, splits, counts, seed):
-        # tf.data splits uneven training batches over the replicas; Keras'
-        # generator input does not (an AddN shape error or a hang), so there the
-        # training split is trimmed to a multiple of the replicas. Keras'
-        # evaluate cannot take a batch that splits unevenly either (AddN again,
-        # on a split smaller than a batch with an odd count): the evaluated
-        # splits are padded to a multiple of the replicas with weight-0 images.
+        # A batch that leaves a replica fewer images than another fails in
+        # Keras' fit and evaluate under MirroredStrategy ("AddN must have the
+        # same size": a last training batch of 1 image on 2 replicas, an odd
+        # evaluated split smaller than a batch; Keras' generator input also on
+        # 64 images over 3), so, as on JAX, the training split is trimmed to a
+        # multiple of the replicas (every batch then splits evenly), and the
+        # evaluated splits are padded to one with weight-0 images.
         if self.replicas == 1:
             return None
-        names = ("train", "validation", "test") if self.generator else ("validation", "test")
-        return _left_out_line(self.replicas, self._share_out(splits, counts, seed, 0, 1, self.replicas, names))
+        return _left_out_line(self.replicas, self._share_out(splits, counts, seed, 0, 1, self.replicas))
 
 
 class JaxDataParallel(Topology):

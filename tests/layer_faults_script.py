@@ -118,7 +118,31 @@ def streams():
     return out
 
 
-RESULTS = {"tf_data": tf_data, "seeds": seeds, "streams": streams}
+def python_numbers():
+    """The reference's own transformation dict (Python floats and ints, as
+    `get_random_transform` returns them) and plain Python numbers given to
+    every `transform_*` method and `transform_matrices`: the pixels against
+    `apply_transform`, and each target moved."""
+    from keras.src.legacy.preprocessing.image import ImageDataGenerator
+
+    images = _data(1, 8, 8)["images"]
+    generator = ImageDataGenerator(rotation_range=40, width_shift_range=2, zoom_range=0.2, horizontal_flip=True,
+                                   brightness_range=(0.5, 1.5), channel_shift_range=20)
+    params = generator.get_random_transform(images.shape[1:], seed=0)
+    assert isinstance(params["theta"], float)
+    layer = gpuaug.RandomTransform(rotation_range=40, horizontal_flip=True, bounding_box_format="xyxy")
+    plain = {"theta": 30.0, "tx": 1, "flip_horizontal": 1}
+    return {
+        "difference": np.abs(keras.ops.convert_to_numpy(layer.transform_images(images, params))[0]
+                             - generator.apply_transform(images[0], params)).max(),
+        "matrices": keras.ops.convert_to_numpy(gpuaug.transform_matrices(plain, 8, 8)),
+        "keypoints": keras.ops.convert_to_numpy(layer.transform_keypoints(np.ones((1, 2, 2), "float32"), plain, 8, 8)),
+        "masks": keras.ops.convert_to_numpy(layer.transform_segmentation_masks(
+            np.arange(64, dtype="int32").reshape(1, 8, 8), plain)),
+    }
+
+
+RESULTS = {"tf_data": tf_data, "seeds": seeds, "streams": streams, "python_numbers": python_numbers}
 
 if __name__ == "__main__":
     mode, target = sys.argv[1], sys.argv[2]

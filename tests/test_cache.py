@@ -301,3 +301,37 @@ def test_cache_with_the_generator_says_it_keeps_the_evaluated_splits_only(tmp_pa
     assert result.returncode == 0, result.stderr[-2000:]
     assert "--augment generator reads the training images with flow_from_directory every epoch" in result.stdout
     assert "--cache test: building" in result.stdout and "--cache train" not in result.stdout
+
+
+def test_a_full_disk_while_the_cache_is_written_is_one_line(tmp_path, monkeypatch):
+    """tf.data reports a full disk while it writes the cache as a
+    ResourceExhaustedError naming ENOSPC, from inside fit: train.py says so
+    in one line naming --cache (before: a traceback)."""
+    import keras
+    import tensorflow as tf
+
+    import train
+
+    two_level(tmp_path / "data", ("train", "test"))
+
+    def disk_full(*args, **kwargs):
+        raise tf.errors.ResourceExhaustedError(
+            None, None, f"{tmp_path}/cache/gpuaug-cache-train-0_0.data-00000-of-00001.tempstate1; "
+                        "No space left on device\n\t [[{{node IteratorGetNext}}]]")
+
+    monkeypatch.setattr(keras.Model, "fit", disk_full)
+    args = train.parse_args(["--data-dir", str(tmp_path / "data"), "--image-size", "8", "8", "--model", "tiny",
+                             "--verbose", "0", "--cache", str(tmp_path / "cache")])
+    with pytest.raises(train.UsageError, match=r"^--cache .*/cache: No space left on device while training"):
+        train.run(args)
+
+
+def test_a_real_full_disk_while_the_cache_is_written_is_one_line(tmp_path):
+    """The same on a tmpfs too small for the cache (where the machine lets a test mount one)."""
+    from test_export import small_disk
+
+    two_level(tmp_path / "data", ("train", "test"), per_class=40, size=32)
+    disk = small_disk(tmp_path, "100k")
+    result = run_cli("--data-dir", str(tmp_path / "data"), "--model", "tiny", "--verbose", "0", "--batch-size", "16",
+                     "--epochs", "1", "--cache", str(disk / "cache"))
+    assert_one_line_error(result, "--cache", "No space left on device")

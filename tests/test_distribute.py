@@ -65,6 +65,21 @@ def test_generator_under_mirrored_with_an_uneven_last_batch():
     assert "batch 96, 3 replica(s)" in out and "test accuracy:" in out
 
 
+def test_mirrored_trims_a_last_training_batch_smaller_than_the_replicas():
+    """65 training images in batches of 64 on two replicas: the last batch,
+    one image, left one replica empty ("AddN must have the same size" from
+    fit). The training split is trimmed to a multiple of the replicas; fewer
+    images than replicas is one line."""
+    out = python(str(REPO / "tests" / "logical_cpus.py"), "2", *QUICK[:2], "--limit", "65", *QUICK[4:],
+                 "--model", "tiny", "--strategy", "mirrored")
+    assert "so 1 training image(s) are left out" in out and "training on 64 images" in out and "epoch 1:" in out
+    result = subprocess.run([sys.executable, str(REPO / "tests" / "logical_cpus.py"), "2", *QUICK[:2], "--limit", "1",
+                             *QUICK[4:], "--model", "tiny", "--strategy", "mirrored"], cwd=REPO, capture_output=True,
+                            text=True, timeout=300, env=dict(os.environ, PYTHONPATH=os.pathsep.join(
+                                [str(REPO), str(REPO / "tests")])))
+    assert_one_line_error(result, "--strategy mirrored over 2 devices: 1 training image(s) are fewer than the 2")
+
+
 def test_mirrored_evaluates_an_odd_split_smaller_than_a_batch(tmp_path):
     """25 validation images in one evaluation batch split 13/12 over two
     replicas: Keras' evaluate failed with "AddN must have the same size".

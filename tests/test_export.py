@@ -5,6 +5,7 @@ run is killed mid-export, finds the whole previous export or the whole new
 one; entries that are not an export are refused, never deleted."""
 
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -140,6 +141,7 @@ def test_export_keeps_other_files_and_replaces_only_its_own(tmp_path):
     (lambda d: (d / "saved_model").write_text("a user's file"), "saved_model"),
     (lambda d: ((d / "saved_model").mkdir(), (d / "saved_model" / "mine.txt").write_text("x")), "saved_model"),
     (lambda d: ((d / "mine.keras").write_text("x"), os.symlink("mine.keras", d / "model.keras")), "model.keras"),
+    (lambda d: (d / ".gpuaug-export").write_text("a user's file"), ".gpuaug-export"),  # found after training before
 ])
 def test_entries_that_are_not_an_export_are_refused_before_training(tmp_path, make, name):
     folder = tmp_path / "export"
@@ -273,3 +275,54 @@ def test_without_tensorflow_the_export_says_why_there_is_no_saved_model(tmp_path
     assert "saved_model not written (TensorFlow is not installed" in capsys.readouterr().out
     assert (folder / "model.keras").exists() and not (folder / "saved_model").exists()
     assert (folder / "saved_model").is_symlink()  # dangling: absent to every reader
+
+
+def tensorflow_disk_full(*args, **kwargs):
+    """What TensorFlow raises when the SavedModel's file cannot be written on a full disk."""
+    import tensorflow as tf
+
+    raise tf.errors.ResourceExhaustedError(None, None, "/x/saved_model/saved_model.pb.tmp1; No space left on device")
+
+
+def test_a_full_disk_during_the_saved_model_keeps_the_previous_export(tmp_path, monkeypatch):
+    """A SavedModel that cannot be written for lack of space is a failed
+    export (the previous one stays installed, one line), not an export
+    installed without its SavedModel."""
+    folder = tmp_path / "export"
+    old_export(folder, "linked")
+    before = contents(folder)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    monkeypatch.setattr(type(model), "export", tensorflow_disk_full)
+    with pytest.raises(train.UsageError, match="No space left on device; the previous export"):
+        train.export_model(model, folder)
+    assert contents(folder) == before and reader_view(folder) == ("old", "old")
+
+
+def test_a_real_full_disk_fails_the_export_in_one_line(tmp_path):
+    """On a tmpfs too small for the SavedModel (where the machine lets a test mount one)."""
+    disk = small_disk(tmp_path, "60k")
+    result = run_cli(*QUICK, "--export", str(disk / "export"))
+    assert_one_line_error(result, "--export", "No space left on device")
+    assert not (disk / "export" / "saved_model").exists()
+
+
+def small_disk(tmp_path, size):
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("this machine does not let the test mount a small file system")
+    import atexit
+
+    atexit.register(lambda: subprocess.run(["umount", "-l", str(mount)], capture_output=True))
+    return mount
+
+
+def test_a_folder_whose_name_is_not_utf8_gets_its_saved_model(tmp_path):
+    """TensorFlow encodes paths as UTF-8; a folder named in another encoding
+    (bytes that are not UTF-8) gets its SavedModel too, not a note that it
+    could not be written."""
+    folder = pathlib.Path(os.fsdecode(os.fsencode(str(tmp_path)) + b"/export-\xe9t\xe9"))
+    train.export_model(keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]), folder)
+    assert (folder / "saved_model" / "saved_model.pb").stat().st_size > 1000
+    keras.models.load_model(folder / "model.keras")

@@ -304,3 +304,40 @@ def test_replicas_still_draw_apart_with_perspective_under_mirrored_strategy():
     (none_reference, _), (reference, perspective) = out["none"], out["perspective"]
     assert reference == none_reference and len(reference) == 2
     assert reference[0] != reference[1] and perspective[0] != perspective[1]
+
+
+# The reference's dicts (Python numbers) on every backend --------------------------
+
+@pytest.mark.parametrize("backend", ["tensorflow"] + OTHER_BACKENDS)
+def test_a_dict_of_python_numbers_applies_on_every_backend(backend, results):
+    """`get_random_transform` returns Python floats and ints; on JAX and
+    PyTorch `ops.shape` of a Python float raised AttributeError in every
+    transform_* method. Now the reference's own dict replays its pixels, and
+    plain numbers give TensorFlow's matrices and targets."""
+    found, on_tensorflow = results("python_numbers", backend), results("python_numbers", "tensorflow")
+    assert found["difference"] < 1e-3
+    for key in ("matrices", "keypoints", "masks"):
+        np.testing.assert_allclose(found[key], on_tensorflow[key], atol=1e-4)
+    assert not np.array_equal(found["masks"][0], np.arange(64).reshape(8, 8))  # they moved
+
+
+# Numbers that float32 cannot hold -----------------------------------------------
+
+@pytest.mark.parametrize("name, large", [
+    ("rotation_range", 1e39), ("shear_range", 1e39), ("width_shift_range", 1e39), ("height_shift_range", [2, 1e39]),
+    ("zoom_range", [0.5, 1e39]), ("brightness_range", [0.5, 1e39]), ("channel_shift_range", 1e39), ("cval", -1e39),
+])
+def test_a_range_float32_cannot_hold_is_refused_by_name(name, large):
+    """Finite in float64, accepted before, then drawn in float32: inf, and
+    an all-NaN batch on JAX or a gather out of range on TensorFlow. Now a
+    ValueError names the argument; at the largest accepted magnitude every
+    pixel stays finite."""
+    extra = {"fill_mode": "constant"} if name == "cval" else {}
+    with pytest.raises(ValueError, match=f"`{name}` must hold numbers of magnitude at most 1e"):
+        gpuaug.RandomTransform(**{name: large}, **extra)
+    accepted = [v if abs(v) < 1e30 else np.sign(v) * 1e30 for v in large] if isinstance(large, list) else 1e30
+    if name == "cval":
+        accepted = -1e30
+    layer = gpuaug.RandomTransform(**{name: accepted}, **extra, seed=0)
+    images = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)).astype("float32")
+    assert np.isfinite(keras.ops.convert_to_numpy(layer(images, training=True))).all()

@@ -104,6 +104,8 @@ def test_the_checkpoint_records_the_seed_states(tmp_path):
     (["--no-horizontal-flip"], [], ["--horizontal-flip True", "this run has False"]),
     (["--augment", "none"], [], ["--augment gpu", "this run has none"]),
     (["--data-dir", "OTHER"], [], ["--data-dir ", "cifar10-mini", "this run has ", "other"]),
+    # Whole pixels (4) and any shift up to 4 pixels (4.0) are two distributions in ImageDataGenerator.
+    (["--width-shift-range", "4.0"], ["--width-shift-range", "4"], ["--width-shift-range 4;", "this run has 4.0"]),
 ])
 def test_a_resume_that_changes_the_run_is_refused(tmp_path, changed, original, fragments):
     checkpoints = tmp_path / "ck"
@@ -165,3 +167,75 @@ def test_the_generator_path_does_not_replay_its_first_epoch(tmp_path):
     continue_generator(resumed, 2)
     assert resumed.total_batches_seen == 2 * len(resumed)
     assert not np.allclose(resumed[0][0], first)
+
+
+def test_a_resume_after_the_image_folder_changed_is_refused(tmp_path):
+    """A class folder added (every label after it shifts) or images added
+    make another data set under the same --data-dir: refused, naming it."""
+    from PIL import Image
+
+    images = small_folder(tmp_path / "images")
+    common = ["--data-dir", str(images), "--checkpoint-dir", str(tmp_path / "ck")]
+    run_train(*common)
+    (images / "aardvark").mkdir()  # empty, and first: every class moves up one label
+    result = run_cli(*QUICK, *common, "--epochs", "2")
+    assert_one_line_error(result, "holds a run with --data-dir's class folders cat dog ship",
+                          "this run has aardvark cat dog ship")
+    (images / "aardvark").rmdir()
+    for number in range(5):
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(images / "cat" / f"new-{number}.png")
+    result = run_cli(*QUICK, *common, "--epochs", "2")
+    assert_one_line_error(result, "holds a run with --data-dir's images per split train 77", "this run has train 81")
+    assert not (tmp_path / "ck" / "training_metadata.json.bkp").exists()  # nothing trained
+
+
+def test_a_run_killed_while_it_wrote_its_first_checkpoint_starts_again(tmp_path):
+    """Killed after epoch 1's weights, before their metadata (nothing
+    recorded as done, no backup yet): the rerun starts from epoch 1, says
+    so, and keeps the file aside, instead of refusing for good."""
+    checkpoints = tmp_path / "ck"
+    args = [*QUICK, "--checkpoint-dir", str(checkpoints), "--epochs", "2"]
+    killed = subprocess.run([sys.executable, str(REPO / "tests" / "checkpoint_fault_script.py"),
+                             "training_metadata.json", "1", *args], cwd=REPO, capture_output=True, text=True,
+                            timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert (checkpoints / "latest.weights.h5").exists() and not (checkpoints / "training_metadata.json").exists()
+    rerun = run_cli(*args)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "has no training_metadata.json" in rerun.stdout and "starting from epoch 1" in rerun.stdout
+    assert "epoch 1:" in rerun.stdout and "epoch 2:" in rerun.stdout
+    assert (checkpoints / "latest.weights.h5.damaged").exists()
+    assert json.loads((checkpoints / "training_metadata.json").read_text())["epoch"] == 2
+
+
+def test_a_second_run_on_the_same_checkpoint_dir_is_refused(tmp_path):
+    """Two runs writing one --checkpoint-dir would overwrite each other's
+    states: while one holds the folder, another is refused in one line."""
+    from models.checkpoints import hold
+
+    checkpoints = tmp_path / "ck"
+    held = hold(checkpoints)  # as the first run holds it while it trains
+    try:
+        result = run_cli(*QUICK, "--checkpoint-dir", str(checkpoints))
+    finally:
+        held.close()
+    assert_one_line_error(result, "another run is training into it")
+    assert not (checkpoints / "latest.weights.h5").exists()
+    assert run_cli(*QUICK, "--checkpoint-dir", str(checkpoints)).returncode == 0  # once the first one ended
+
+
+def test_a_checkpoint_that_cannot_be_written_stops_the_run_in_one_line(tmp_path):
+    """A write the file system refuses (here partial.weights.h5 is a link to
+    /dev/full: ENOSPC, as on a full disk) ends the run in one line, the
+    previous epoch's checkpoint kept and resumable. Before, HDF5 wrote the
+    file itself: a traceback, then a crash at exit (signal 11)."""
+    checkpoints = tmp_path / "ck"
+    assert run_cli(*QUICK, "--checkpoint-dir", str(checkpoints)).returncode == 0
+    os.symlink("/dev/full", checkpoints / "partial.weights.h5")
+    result = run_cli(*QUICK, "--checkpoint-dir", str(checkpoints), "--epochs", "2")
+    assert_one_line_error(result, "cannot write the checkpoint of epoch 2 (No space left on device)",
+                          "the one before it is kept")
+    assert not os.path.lexists(checkpoints / "partial.weights.h5")
+    assert json.loads((checkpoints / "training_metadata.json").read_text())["epoch"] == 1
+    rerun = run_cli(*QUICK, "--checkpoint-dir", str(checkpoints), "--epochs", "2")
+    assert "1 epoch(s) already done" in rerun.stdout and "epoch 2:" in rerun.stdout

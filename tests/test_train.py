@@ -242,9 +242,13 @@ def test_a_checkpoint_of_another_model_is_refused_as_such(tmp_path):
     run_train("--model", "tiny", "--checkpoint-dir", str(checkpoints))
     before = {p.name: p.read_bytes() for p in checkpoints.iterdir()}
     result = run_cli(*QUICK, "--model", "cnn", "--epochs", "2", "--checkpoint-dir", str(checkpoints))
+    assert_one_line_error(result, "holds a run with --model tiny; this run has cnn")  # the recorded run says it
+    assert {p.name: p.read_bytes() for p in checkpoints.iterdir()} == before
+    metadata = json.loads((checkpoints / "training_metadata.json").read_text())
+    (checkpoints / "training_metadata.json").write_text(json.dumps(dict(metadata, run=None)))  # none recorded
+    result = run_cli(*QUICK, "--model", "cnn", "--epochs", "2", "--checkpoint-dir", str(checkpoints))
     assert_one_line_error(result, "holds a checkpoint of another model (tiny, ", "this run builds cifar10_cnn, ",
                           "use the same --model and --image-size")
-    assert {p.name: p.read_bytes() for p in checkpoints.iterdir()} == before
     # A checkpoint written before fingerprints were recorded (Keras' BackupAndRestore wrote only the epoch).
     for name in ("training_metadata.json", "training_metadata.json.bkp"):
         if (checkpoints / name).exists():
@@ -367,7 +371,12 @@ def test_metrics_json_that_is_a_directory_fails_before_training(tmp_path):
     (["--epochs", "0"], "--epochs must be >= 1"),
     (["--validation-split", "1.5"], "--validation-split must be between 0 and 1"),
     (["--image-size", "0", "32"], "--image-size must be two sizes >= 1"),
-    (["--learning-rate", "0"], "--learning-rate must be > 0"),
+    (["--learning-rate", "0"], "--learning-rate must be a finite number > 0"),
+    (["--learning-rate", "inf"], "--learning-rate must be a finite number > 0"),
+    (["--checkpoint-dir", ""], "--checkpoint-dir needs a path (got an empty string)"),
+    (["--export", " "], "--export needs a path"),
+    (["--metrics-json="], "--metrics-json needs a path"),
+    (["--cache", ""], "--cache needs a path"),
     (["--seed", "-1"], "--seed must be between 0 and 2**32 - 1"),
     (["--zoom-range", "0.8", "0.9", "1.2"], "--zoom-range takes Z or LOW HIGH"),
     # Augmentation arguments: gpuaug's own checks, naming the flag, before any data is read.
@@ -459,3 +468,90 @@ def test_metrics_json_through_a_link_writes_its_target_and_keeps_the_link(tmp_pa
     result = run_cli(*QUICK, "--model", "tiny", "--metrics-json", str(link))
     assert result.returncode == 0, result.stderr[-2000:]
     assert link.is_symlink() and json.loads(target.read_text())["finished"] is True
+
+
+def folder_splits(tmp_path):
+    rng = np.random.default_rng(0)
+    write_image_folder(tmp_path / "images", rng.integers(0, 256, (30, 8, 8, 3)), np.arange(30) % 3)
+    return tmp_path / "images"
+
+
+@pytest.mark.parametrize("outputs, fragments", [
+    ({"--export": "out", "--metrics-json": "out/model.keras"},
+     ["--metrics-json", "would write into --export", "own model.keras"]),
+    ({"--export": "out", "--metrics-json": "out/saved_model/variables/x.json"}, ["own saved_model"]),
+    ({"--checkpoint-dir": "ck", "--metrics-json": "ck/training_metadata.json"},
+     ["would write into --checkpoint-dir", "own training_metadata.json"]),
+    ({"--checkpoint-dir": "ck", "--metrics-json": "ck/latest.weights.h5.bkp"}, ["own latest.weights.h5.bkp"]),
+    ({"--cache": "cache", "--metrics-json": "cache/gpuaug-cache-train.json"}, ["would write into --cache"]),
+    ({"--export": "out", "--checkpoint-dir": "out/.gpuaug-export/v1"}, ["--checkpoint-dir", "own .gpuaug-export"]),
+    ({"--export": "out", "--metrics-json": "out"}, ["--metrics-json", "is --export", "a folder"]),
+    ({"--checkpoint-dir": "images/ck"}, ["--checkpoint-dir", "is inside --data-dir"]),
+    ({"--cache": "images/cat/cache"}, ["--cache", "is inside --data-dir"]),
+    ({"--export": "images"}, ["--export", "is inside --data-dir"]),
+])
+def test_outputs_that_would_write_over_one_another_or_the_data_are_refused(tmp_path, outputs, fragments):
+    """Refused before any training: a --metrics-json that a later export,
+    checkpoint or cache would replace (or the reverse), and outputs inside
+    the image folder trained on (they would be classes or images of the next
+    run). Before, each was found out after training, or trained the next run
+    on a checkpoint folder as a class."""
+    images = folder_splits(tmp_path)
+    argv = ["--data-dir", str(images)]
+    for name, path in outputs.items():
+        argv += [name, str(tmp_path / path)]
+    args = train.parse_args(argv)
+    with pytest.raises(train.UsageError) as error:
+        train.check_inputs(args, train.load_dataset(args))
+    for fragment in fragments:
+        assert fragment in str(error.value), str(error.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images"]  # nothing written
+
+
+def test_outputs_that_share_a_folder_without_overlapping_are_accepted(tmp_path):
+    images = folder_splits(tmp_path)
+    args = train.parse_args(["--data-dir", str(images), "--export", str(tmp_path / "out"), "--checkpoint-dir",
+                             str(tmp_path / "out"), "--cache", str(tmp_path / "out"),
+                             "--metrics-json", str(tmp_path / "out" / "metrics.json")])
+    train.check_inputs(args, train.load_dataset(args))
+
+
+def test_a_file_that_is_not_train_pys_metrics_is_never_replaced(tmp_path):
+    notes = tmp_path / "results.json"
+    notes.write_text('{"my": "results"}')
+    result = run_cli(*QUICK, "--model", "tiny", "--metrics-json", str(notes))
+    assert_one_line_error(result, "--metrics-json", "is not train.py's metrics", "left untouched")
+    assert notes.read_text() == '{"my": "results"}' and "epoch 1" not in result.stdout
+    # An earlier run's metrics and an empty file are train.py's to replace.
+    empty = tmp_path / "empty.json"
+    empty.touch()
+    for path in (empty, notes):
+        if path == notes:
+            notes.write_text(json.dumps({"epochs": [], "finished": True}))
+        assert run_cli(*QUICK, "--model", "tiny", "--metrics-json", str(path)).returncode == 0
+        assert json.loads(path.read_text())["finished"] is True
+
+
+def test_a_metrics_json_link_into_a_folder_that_does_not_exist_yet(tmp_path):
+    """The link's target folder is made before training (the link's own
+    folder exists): the JSON lands at the target, the link is kept."""
+    link = tmp_path / "metrics.json"
+    os.symlink(tmp_path / "results" / "today" / "metrics.json", link)
+    result = run_cli(*QUICK, "--model", "tiny", "--metrics-json", str(link))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert link.is_symlink() and json.loads((tmp_path / "results" / "today" / "metrics.json").read_text())["finished"]
+
+
+def test_ctrl_c_during_start_up_is_one_line(tmp_path):
+    """SIGINT while TensorFlow is still being imported (parse_args imports
+    it) or while the run starts: one line and exit 130, no traceback."""
+    process = subprocess.Popen([sys.executable, str(REPO / "train.py"), *QUICK], cwd=REPO,
+                               env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    import time
+
+    time.sleep(1.0)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130 and "train.py: interrupted" in stderr, stderr[-2000:]
+    assert "Traceback" not in stderr
