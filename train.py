@@ -12,6 +12,7 @@ one line and exit with status 2; nothing already written is lost.
 
 import argparse
 import copy
+import errno
 import importlib.util
 import json
 import math
@@ -335,6 +336,12 @@ def check_inputs(args, splits):
     outputs = output_paths(args)
     for flag_name, path in outputs.items():
         check_writable(path, flag_name)
+    if "--cache" in outputs:
+        try:
+            os.path.abspath(outputs["--cache"]).encode("utf-8")
+        except UnicodeEncodeError:  # tf.data names its cache files by a UTF-8 string
+            raise UsageError(f"--cache {outputs['--cache']}: TensorFlow's cache files need a path that is valid "
+                             "UTF-8; give another folder") from None
     check_outputs_apart(outputs, args.data_dir if splits.kind == "folder" else None)
     if args.metrics_json:
         check_metrics_json(args.metrics_json)
@@ -354,6 +361,17 @@ def _inside(path, folder):
     return os.path.commonpath([path, folder]) == folder
 
 
+def _data_folders(image_folder):
+    """The real paths of an image folder and of the folders in it two levels
+    down (splits, classes), which may be links elsewhere: all are read."""
+    found, level = {os.path.realpath(image_folder)}, [image_folder]
+    for _ in range(2):
+        level = [entry.path for folder in level for entry in os.scandir(folder)
+                 if entry.is_dir() and not entry.name.startswith(".")]
+        found.update(os.path.realpath(path) for path in level)
+    return found
+
+
 def check_outputs_apart(outputs, image_folder=None):
     """Refuses outputs that would write over one another (--metrics-json as
     an entry of the export, a checkpoint file or a cache file), and outputs
@@ -363,9 +381,8 @@ def check_outputs_apart(outputs, image_folder=None):
 
     real = {name: os.path.realpath(path) for name, path in outputs.items()}
     if image_folder is not None:
-        data = os.path.realpath(image_folder)
         for name, path in real.items():
-            if _inside(path, data):
+            if any(_inside(path, data) for data in _data_folders(image_folder)):
                 raise UsageError(f"{name} {outputs[name]} is inside --data-dir {image_folder}, whose folders and "
                                  "files are the training data: write it elsewhere")
     # The entries each output folder owns (the folder may hold the others' too).
@@ -390,6 +407,9 @@ def check_metrics_json(path):
     (the run replaces FILE after every epoch): only an empty file or an
     earlier run's metrics (a JSON object with its "epochs") is replaced."""
     target = pathlib.Path(os.path.realpath(path))
+    if target.exists() and not target.is_file():  # a device, a FIFO, a socket: never replaced by a file
+        raise UsageError(f"--metrics-json {path} exists and is not a regular file: it is left untouched; give "
+                         "another file")
     if not target.is_file() or target.stat().st_size == 0:
         return
     try:
@@ -455,6 +475,7 @@ def run_definition(args, splits, topology):
         "image_size": list(splits.image_shape[:2]),
         "class_names": list(splits.folder.class_names) if splits.kind == "folder" else None,
         "counts": dict(splits.counts),
+        "files": folder_fingerprint(splits.folder, args.data_dir) if splits.kind == "folder" else None,
         "seed": args.seed,
         "batch_size": args.batch_size,
         "replicas": topology.replicas,
@@ -464,6 +485,21 @@ def run_definition(args, splits, topology):
         "learning_rate": args.learning_rate,
         "backend": keras.backend.backend(),
     }
+
+
+def folder_fingerprint(folder, data_dir):
+    """A digest of every split's files and labels, in order, paths relative
+    to --data-dir: an image added, removed, renamed or moved to another
+    class changes it, a touched file does not."""
+    import hashlib
+
+    digest, root = hashlib.sha256(), os.path.abspath(data_dir)
+    for name in ("train", "validation", "test"):
+        part = getattr(folder, name)
+        for path, label in part.pairs() if part is not None else ():
+            relative = os.fsencode(os.path.relpath(os.path.abspath(path), root))
+            digest.update(name.encode() + b"\0" + relative + b"\0" + str(int(label)).encode() + b"\n")
+    return digest.hexdigest()[:20]
 
 
 def _shown(value):
@@ -483,12 +519,14 @@ def check_same_run(args, run, recorded):
     model would be trained on two runs' data, batches or augmentation."""
     recorded = recorded or {}
     names = {"data_dir": "--data-dir", "replicas": "--strategy (devices sharing a batch)",
-             "class_names": "--data-dir's class folders", "counts": "--data-dir's images per split"}
+             "class_names": "--data-dir's class folders", "counts": "--data-dir's images per split",
+             "files": "--data-dir's files and labels (digest)"}
     # Compared as JSON, so types count: --width-shift-range 4 (whole pixels) is
     # not 4.0 (any shift up to 4 pixels), as in ImageDataGenerator.
     same = lambda a, b: json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)  # noqa: E731
     differences = [(names.get(key, flag(key)), recorded[key], run[key])
-                   for key in ("data_dir", "limit", "validation_split", "image_size", "class_names", "counts", "seed",
+                   for key in ("data_dir", "limit", "validation_split", "image_size", "class_names", "counts", "files",
+                               "seed",
                                "batch_size", "replicas", "augment", "model")
                    if key in recorded and not same(recorded[key], run[key])]
     if not differences and recorded.get("augment") == run["augment"]:
@@ -648,9 +686,13 @@ def train_and_export(args, splits, topology, feeds, counts, global_batch):
         _, accuracy = topology.evaluate(model, feeds, "test")
     except (CacheError, DataError, CheckpointError) as error:  # shares of TF multi-worker; a full disk
         raise UsageError(str(error)) from None
+    except UsageError:  # the epoch report's own line (--metrics-json could not be written)
+        raise
     except Exception as error:
         problem, refused = None, file_system_error(error)
-        if refused is not None:  # tf.data writing the --cache files (the checkpoint's writer says so itself)
+        # A write refused for lack of room: tf.data writing the --cache files
+        # (the checkpoint's writer says so itself). A denied read is the data's.
+        if refused is not None and refused.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
             where = f"--cache {args.cache}" if args.cache and args.cache != "memory" else "a file written in training"
             raise UsageError(f"{where}: {refused.strerror or refused} while training; the files of the "
                              "epochs finished before are kept: make room and rerun") from None

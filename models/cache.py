@@ -46,8 +46,8 @@ KEY_LENGTH = 20
 # Every name a cache of share <share> and key <key> may give a file (tf.data's
 # own files, its files while writing, the manifest and the lock).
 OWNED = re.compile(PREFIX + r"(?P<share>.+)-(?P<key>[0-9a-f]{%d})" % KEY_LENGTH
-                   + r"(?P<suffix>\.index|\.data-\d{5}-of-\d{5}|_\d+\.lockfile|_\d+\.data-\d{5}-of-\d{5}\.tempstate\d+"
-                   r"|\.manifest\.json|\.manifest\.json\.partial|\.lock)")
+                   + r"(?P<suffix>\.index|\.data-\d{5}-of-\d{5}|_\d+\.lockfile|_\d+\.index"
+                   r"|_\d+\.data-\d{5}-of-\d{5}\.tempstate\d+|\.manifest\.json|\.manifest\.json\.partial|\.lock)")
 # The names an earlier gpuaug's caches had (FORMAT 1): reported, never removed.
 EARLIER = re.compile(r"(train|validation|test)(-process-\d+-of-\d+)?-[0-9a-f]{20}\.(index|data-\d{5}-of-\d{5})")
 CONTENT = (".index", ".data-00000-of-00001")  # what the manifest covers

@@ -335,3 +335,18 @@ def test_a_real_full_disk_while_the_cache_is_written_is_one_line(tmp_path):
     result = run_cli("--data-dir", str(tmp_path / "data"), "--model", "tiny", "--verbose", "0", "--batch-size", "16",
                      "--epochs", "1", "--cache", str(disk / "cache"))
     assert_one_line_error(result, "--cache", "No space left on device")
+
+
+def test_a_cache_cut_short_with_tf_datas_shard_index_left_is_rebuilt(tmp_path):
+    """A full disk stops tf.data after it wrote its shard index (`_0.index`):
+    the rebuild removed every other file of ours but that one, and tf.data
+    then refused to start ("Existing cache files found") on every rerun."""
+    two_level(tmp_path / "data", ("train", "test"))
+    (tmp_path / "cache").mkdir()
+    prefix = cache_prefix(tmp_path / "data", tmp_path / "cache")
+    for suffix in (".index", "_0.index", "_0.lockfile", ".data-00000-of-00001"):
+        pathlib.Path(f"{prefix}{suffix}").write_bytes(b"")
+    result = cached_run(tmp_path / "data", "--epochs", "1", "--cache", str(tmp_path / "cache"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "is unfinished" in result.stdout and "rebuilding it" in result.stdout
+    assert pathlib.Path(f"{prefix}.manifest.json").exists()

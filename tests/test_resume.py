@@ -186,6 +186,13 @@ def test_a_resume_after_the_image_folder_changed_is_refused(tmp_path):
         Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(images / "cat" / f"new-{number}.png")
     result = run_cli(*QUICK, *common, "--epochs", "2")
     assert_one_line_error(result, "holds a run with --data-dir's images per split train 77", "this run has train 81")
+    for number in range(5):
+        (images / "cat" / f"new-{number}.png").unlink()
+    # The same classes and counts, one image moved to another class: its label changed.
+    first = sorted((images / "dog").iterdir())[0]
+    first.rename(images / "cat" / f"moved-{first.name}")
+    result = run_cli(*QUICK, *common, "--epochs", "2")
+    assert_one_line_error(result, "holds a run with --data-dir's files and labels (digest)")
     assert not (tmp_path / "ck" / "training_metadata.json.bkp").exists()  # nothing trained
 
 

@@ -555,3 +555,32 @@ def test_ctrl_c_during_start_up_is_one_line(tmp_path):
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130 and "train.py: interrupted" in stderr, stderr[-2000:]
     assert "Traceback" not in stderr
+
+
+def test_a_metrics_json_that_is_not_a_regular_file_is_never_replaced(tmp_path):
+    """A FIFO (or a device such as /dev/null) passed the check and was
+    replaced by a regular file at the first epoch's atomic rename."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(train.UsageError, match="exists and is not a regular file"):
+        train.check_metrics_json(str(fifo))
+    assert fifo.is_fifo()
+
+
+def test_a_cache_folder_whose_name_is_not_utf8_is_one_line(tmp_path):
+    images = folder_splits(tmp_path)
+    cache = os.fsdecode(os.fsencode(str(tmp_path)) + b"/cache-\xe9")
+    args = train.parse_args(["--data-dir", str(images), "--cache", cache])
+    with pytest.raises(train.UsageError, match="need a path that is valid UTF-8"):
+        train.check_inputs(args, train.load_dataset(args))
+
+
+def test_an_output_inside_a_linked_class_folder_is_refused(tmp_path):
+    """A class folder that is a link elsewhere is read as training data too:
+    a checkpoint folder inside its target would become its images."""
+    images = folder_splits(tmp_path)
+    os.rename(images / "cat", tmp_path / "cats-elsewhere")
+    os.symlink(tmp_path / "cats-elsewhere", images / "cat")
+    args = train.parse_args(["--data-dir", str(images), "--checkpoint-dir", str(tmp_path / "cats-elsewhere" / "ck")])
+    with pytest.raises(train.UsageError, match="is inside --data-dir"):
+        train.check_inputs(args, train.load_dataset(args))
