@@ -320,6 +320,8 @@ def write_json_atomically(path, data):
 
 def check_inputs(args, splits):
     """What the chosen data and flags need, checked before any training."""
+    from models.errors import utf8_path
+
     if args.cache and splits.kind == "arrays":
         raise UsageError("--cache keeps the decoded images of a folder; the CIFAR-10 batches are in memory already")
     if splits.kind == "folder" and args.augment == "generator":
@@ -336,12 +338,9 @@ def check_inputs(args, splits):
     outputs = output_paths(args)
     for flag_name, path in outputs.items():
         check_writable(path, flag_name)
-    if "--cache" in outputs:
-        try:
-            os.path.abspath(outputs["--cache"]).encode("utf-8")
-        except UnicodeEncodeError:  # tf.data names its cache files by a UTF-8 string
-            raise UsageError(f"--cache {outputs['--cache']}: TensorFlow's cache files need a path that is valid "
-                             "UTF-8; give another folder") from None
+    if "--cache" in outputs and not utf8_path(outputs["--cache"]):  # tf.data names its files by a UTF-8 string
+        raise UsageError(f"--cache {outputs['--cache']}: TensorFlow's cache files need a path that is valid "
+                         "UTF-8; give another folder")
     check_outputs_apart(outputs, args.data_dir if splits.kind == "folder" else None)
     if args.metrics_json:
         check_metrics_json(args.metrics_json)

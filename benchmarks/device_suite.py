@@ -226,10 +226,9 @@ COMMON_TEXT = "rotation +-15 degrees and a horizontal flip, per image, bilinear,
 
 def gpuaug_step(mode, settings=None):
     def make(images):
-        import gpuaug
-        from benchmarks.throughput import compiled
+        from benchmarks.throughput import compiled, gpuaug_layer
 
-        return compiled([gpuaug.RandomTransform(**(settings or COMMON), seed=0)], mode)
+        return compiled(gpuaug_layer(**(settings or COMMON)), mode)
 
     return make
 
@@ -557,20 +556,19 @@ def plot(report, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    # One panel per (size or model, batch) of each part: (part, grouping key,
+    # bar name, bar value, title suffix, log scale).
+    kinds = (("throughput", "size", "contender", "images_per_second", "", True),
+             ("in_fit", "model", "augment", "epoch_seconds", " in fit", False))
     panels = []
     for stage in report["stages"]:
-        rows = stage.get("parts", {}).get("throughput", {}).get("rows", [])
-        for key in dict.fromkeys((r["size"], r["batch"]) for r in rows):
-            points = [r for r in rows if (r["size"], r["batch"]) == key and r.get("images_per_second")]
-            if points:
-                panels.append((f"{stage['backend']}: {key[0]}, batch {key[1]}",
-                               [r["contender"] for r in points], [r["images_per_second"] for r in points], True))
-        rows = stage.get("parts", {}).get("in_fit", {}).get("rows", [])
-        for key in dict.fromkeys((r["model"], r["batch"]) for r in rows):
-            points = [r for r in rows if (r["model"], r["batch"]) == key and r.get("epoch_seconds")]
-            if points:
-                panels.append((f"{stage['backend']} in fit: {key[0]}, batch {key[1]} (epoch s)",
-                               [r["augment"] for r in points], [r["epoch_seconds"] for r in points], False))
+        for part, group, name, value, suffix, log in kinds:
+            rows = stage.get("parts", {}).get(part, {}).get("rows", [])
+            for key in dict.fromkeys((r[group], r["batch"]) for r in rows):
+                points = [r for r in rows if (r[group], r["batch"]) == key and r.get(value)]
+                if points:
+                    title = f"{stage['backend']}{suffix}: {key[0]}, batch {key[1]}" + ("" if log else " (epoch s)")
+                    panels.append((title, [r[name] for r in points], [r[value] for r in points], log))
     if not panels:
         return None
     columns = 2

@@ -43,6 +43,7 @@ def parity_rows(images, transforms=TRANSFORMS, report=print):
     if any), the reference applies the same ones on the host. Returns rows
     {fill_mode, order, worst_max_abs_diff, mismatch_fraction (> TOLERANCE),
     values}; `report(line)` gets a table row each."""
+    import keras
     from keras.src.legacy.preprocessing.image import ImageDataGenerator
 
     import gpuaug
@@ -56,7 +57,7 @@ def parity_rows(images, transforms=TRANSFORMS, report=print):
                 kwargs = dict(kwargs, fill_mode=mode, interpolation_order=order, cval=CVAL)
                 layer = gpuaug.RandomTransform(**kwargs, seed=seed)
                 transformation = layer.get_random_transformation(images)
-                ours = np.asarray(keras_to_numpy(layer.transform_images(images, transformation)))
+                ours = keras.ops.convert_to_numpy(layer.transform_images(images, transformation))
                 diff = np.abs(ours - reference_apply(ImageDataGenerator(**kwargs), images, transformation))
                 worst = max(worst, float(diff.max()))
                 mismatched += int(np.sum(diff > TOLERANCE))
@@ -65,12 +66,6 @@ def parity_rows(images, transforms=TRANSFORMS, report=print):
                          "mismatch_fraction": mismatched / total, "values": total})
             report(f"| {mode} | {order} | {worst:.2e} | {mismatched / total:.4%} | {total:,} |")
     return rows
-
-
-def keras_to_numpy(tensor):
-    import keras
-
-    return keras.ops.convert_to_numpy(tensor)
 
 
 def main(argv=None):

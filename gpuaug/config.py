@@ -301,11 +301,9 @@ class AugmentationConfig:
         perspective_range=0.0,
         distortion_range=0.0,
     ):
-        for name, value in (("rotation_range", rotation_range), ("width_shift_range", width_shift_range),
-                            ("height_shift_range", height_shift_range), ("brightness_range", brightness_range),
-                            ("shear_range", shear_range), ("zoom_range", zoom_range),
-                            ("channel_shift_range", channel_shift_range), ("cval", cval)):
-            _check_magnitude(name, value)
+        for name, value in dict(locals()).items():  # every argument; strings and flags pass
+            if name != "cls":
+                _check_magnitude(name, value)
         order = interpolation_order
         if _is_bool(order) or not _is_real(order) or order not in INTERPOLATION_ORDERS:
             raise ValueError(

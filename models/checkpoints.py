@@ -39,6 +39,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from models.locks import try_lock
+
 WEIGHTS = "latest.weights.h5"
 METADATA = "training_metadata.json"
 BACKUP = ".bkp"
@@ -200,8 +202,6 @@ def hold(folder):
     """Takes `folder`'s run lock (its `LOCK` file, created with the folder)
     for as long as the returned file stays open: one run at a time writes
     a checkpoint folder. Raises `CheckpointError` when another run holds it."""
-    from models.locks import try_lock
-
     folder = pathlib.Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,7 @@
 """The one error of train.py's data layer (`models.data`, `models.folders`,
-`models.inputs`): data that cannot be found, read or split; and the one
-reading of a file-system refusal that TensorFlow reports in its own words."""
+`models.inputs`): data that cannot be found, read or split; and two facts
+of TensorFlow's file handling: how it words a file-system refusal, and the
+paths it can take."""
 
 import errno
 import os
@@ -27,3 +28,13 @@ def file_system_error(error):
         if os.strerror(number) in text:
             return OSError(number, os.strerror(number))
     return None
+
+
+def utf8_path(path):
+    """Whether TensorFlow can take `path`: it encodes paths as UTF-8, and a
+    name that is not valid UTF-8 reaches Python as surrogates."""
+    try:
+        os.path.abspath(path).encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False

@@ -37,7 +37,7 @@ import pathlib
 import re
 import shutil
 
-from models.errors import file_system_error
+from models.errors import file_system_error, utf8_path
 
 MODEL_FILE = "model.keras"
 SAVED_MODEL = "saved_model"
@@ -306,16 +306,6 @@ def saved_model_problem():
     return None
 
 
-def _utf8_path(path):
-    """Whether TensorFlow can take `path` (it encodes paths as UTF-8: a
-    folder name that is not valid UTF-8 reaches Python as surrogates)."""
-    try:
-        str(path).encode("utf-8")
-        return True
-    except UnicodeEncodeError:
-        return False
-
-
 def write_export(model, folder):
     """Writes `model.keras` and, where it can, an inference-only SavedModel
     `saved_model` into `folder`. Returns None or the one-line reason no
@@ -331,7 +321,7 @@ def write_export(model, folder):
 
         # A folder whose name is not UTF-8: the SavedModel is written in the
         # temporary folder, then moved in.
-        scratch = None if _utf8_path(folder) else tempfile.mkdtemp(prefix="gpuaug-saved-model-")
+        scratch = None if utf8_path(folder) else tempfile.mkdtemp(prefix="gpuaug-saved-model-")
         written = folder / SAVED_MODEL if scratch is None else pathlib.Path(scratch) / SAVED_MODEL
         try:
             model.export(str(written), format="tf_saved_model", verbose=False)

@@ -122,14 +122,13 @@ class TFMirrored(Topology):
 
     name = "mirrored"
 
-    def __init__(self, generator):
+    def __init__(self):
         super().__init__()
         import tensorflow as tf
 
         devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
         self.strategy = tf.distribute.MirroredStrategy([d.name for d in devices])
         self.replicas = self.strategy.num_replicas_in_sync
-        self.generator = generator
 
     def scope(self):
         return self.strategy.scope()
@@ -321,4 +320,4 @@ def choose(args, backend):
     if cluster != (None, None, None):
         raise UsageError("--coordinator-address, --num-processes and --process-id are for the JAX backend; "
                          "TensorFlow's multiworker reads the cluster from TF_CONFIG")
-    return TFMultiWorker() if multiworker else TFMirrored(args.augment == "generator")
+    return TFMultiWorker() if multiworker else TFMirrored()
