@@ -522,10 +522,14 @@ def run_stages(args, config):
     out = pathlib.Path(args.out)
     runnable = [importlib.util.find_spec(backend) is not None for backend, _ in STAGES]
     for index, (backend, parts) in enumerate(STAGES):
-        stage = {"backend": backend, "parts": list(parts)}
+        # Every part has an entry, whatever becomes of the stage: its worker's
+        # (written as each part ends) replaces these.
+        stage = {"backend": backend,
+                 "parts": {part: {"error": "its stage ended before it reported this part"} for part in parts}}
         report["stages"].append(stage)
         if not runnable[index]:
             stage["skipped"] = f"{backend} is not installed"
+            stage["parts"] = {part: {"skipped": stage["skipped"]} for part in parts}
             say(f"stage {index + 1} ({backend}): skipped: {backend} is not installed")
             continue
         shares = [share for i, share in enumerate(STAGE_SHARES) if i >= index and runnable[i]]
@@ -563,7 +567,7 @@ def plot(report, path):
     panels = []
     for stage in report["stages"]:
         for part, group, name, value, suffix, log in kinds:
-            rows = stage.get("parts", {}).get(part, {}).get("rows", [])
+            rows = stage["parts"].get(part, {}).get("rows", [])
             for key in dict.fromkeys((r[group], r["batch"]) for r in rows):
                 points = [r for r in rows if (r[group], r["batch"]) == key and r.get(value)]
                 if points:
@@ -585,8 +589,8 @@ def plot(report, path):
             ax.text(v, y, f" {v:,.3g}", va="center", fontsize=7)
     for ax in axes.ravel()[len(panels):]:
         ax.axis("off")
-    device = next((s.get("parts", {}).get("environment", {}).get("device") for s in report["stages"]
-                   if s.get("parts", {}).get("environment", {}).get("device")), "?")
+    device = next((s["parts"].get("environment", {}).get("device") for s in report["stages"]
+                   if s["parts"].get("environment", {}).get("device")), "?")
     fig.suptitle(f"gpuaug device suite on {device}" + (" (smoke run: tiny sizes, not a measurement)"
                                                        if report["smoke"] else ""))
     fig.tight_layout()
