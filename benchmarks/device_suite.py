@@ -15,8 +15,15 @@ backend at import):
 
 Every part and every contender is timed against the budget: one whose
 estimate does not fit in the time left is skipped with a line saying so, and
-so is one whose library is not installed; a part that fails is recorded with
-its error and the suite goes on. Parts:
+so is one whose library is not installed; a part that fails, or a peer that
+is installed but does not import, is recorded with its error and the suite
+goes on. The whole run stays within --budget: each stage's worker is stopped
+at its stage's end (a little before the budget runs out, so that the report
+and the plot are written in time), and keeps what it measured: it rewrites
+its file after every row, and a part cut short is marked `incomplete`.
+DIR/device_suite.json is rewritten (atomically) after every stage; SIGINT or
+SIGTERM stops the running worker, writes what finished (the stages not run
+marked so) and exits non-zero with one line. Parts:
 
 - environment: Python, numpy, Keras, the backend's version and device, the
   peers' versions; the Keras check's max |difference| from the reference.
@@ -48,14 +55,16 @@ import json
 import os
 import pathlib
 import platform
+import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
 
-from benchmarks import REPO, write_report
+from benchmarks import REPO, repo_relative
 
 STAGES = (("jax", ("environment", "parity", "throughput")),
           ("torch", ("environment", "parity", "throughput")),
@@ -64,6 +73,11 @@ STAGE_SHARES = (0.3, 0.4, 0.3)  # of the time left when a stage starts, over the
 PEERS = {"jax": ("augmax",), "torch": ("kornia", "torchvision")}
 REPORT = "device_suite.json"
 PLOT = "device_suite.png"
+WORKER = ("-m", "benchmarks.device_suite")  # how the parent starts a stage's worker: python WORKER --worker ...
+FINISH_SECONDS = 10.0  # at most, of the budget, kept after the last stage: stopping a worker, the report, the plot
+GRACE_SECONDS = 10.0  # at most, of a stage's time, between its worker's deadline and its being stopped
+STOP_SECONDS = 3.0  # a worker sent SIGTERM has this long to write its file and exit before it is killed
+MIN_STAGE_SECONDS = 5.0  # a stage with less time than this is skipped (its worker could not even start)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,11 +106,14 @@ GPU = Config(budget=420.0, sizes=(((224, 224), (256, 32)), ((32, 32), (256, 1024
                         "contender": 5, "compiled": 45, "fit": 12},
              compiled_at=(((224, 224), 256), ((32, 32), 256)))
 # The smoke run's budget is generous: it must reach every code path, whatever the machine's load.
+# torch.compile runs at its smallest size only (each shape compiles anew: on the CPU, through gcc, the
+# costliest part of the smoke run).
 SMOKE = Config(budget=300.0, sizes=(((8, 8), (4,)), ((12, 12), (2,))), window=0.02, parity_images=2,
                parity_transforms=("all + channel shift",), fit_models=("tiny",), fit_batches=(16,),
                fit_images=48, fit_size=8, fit_epochs=2,
                estimates={"environment": 2, "parity": 2, "throughput": 2, "in_fit": 2, "transfer": 1,
-                          "contender": 0.5, "compiled": 5, "fit": 1})
+                          "contender": 0.5, "compiled": 5, "fit": 1},
+               compiled_at=(((8, 8), 4),))
 
 
 def default_data_dir():
@@ -124,6 +141,28 @@ class Budget:
 
 def say(line):
     print(line, flush=True)
+
+
+def describe(error, limit=300):
+    """`Type: first line of the message`, for a JSON field."""
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0][:limit]}" if text else type(error).__name__
+
+
+def write_json(path, data):
+    """Writes `data` as indented JSON to `path` atomically (a temporary file
+    beside it, then os.replace): a reader, or a process killed while writing,
+    never leaves half a file."""
+    path = pathlib.Path(path)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "w") as file:
+            json.dump(data, file, indent=2)
+        os.replace(temporary, path)
+    except BaseException:
+        pathlib.Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
 
 
 # Parts -------------------------------------------------------------------------
@@ -164,7 +203,7 @@ def to_device(array, backend):
     return jax.device_put(array)
 
 
-def environment(config, backend, data_dir, budget):
+def environment(config, backend, data_dir, budget, progress=None):
     import keras
 
     import gpuaug
@@ -199,13 +238,38 @@ def environment(config, backend, data_dir, budget):
 
 
 def version_of(name):
-    if importlib.util.find_spec(name) is None:
-        return None
-    module = importlib.import_module(name)
+    """The installed version of module `name` ("installed" where it has
+    none), None where it is not installed, or {"error": ...} where it is
+    installed but fails to import (so that only its contenders fail)."""
+    try:
+        if importlib.util.find_spec(name) is None:
+            return None
+        module = importlib.import_module(name)
+    except Exception as error:  # noqa: BLE001 - a broken peer is a result, not the end of the part
+        return {"error": describe(error)}
     return getattr(module, "__version__", "installed")
 
 
-def parity(config, backend, data_dir, budget):
+def contender_check(config, budget, needs, kind, shape):
+    """Whether a throughput contender runs at `shape` ((height, width), batch):
+    None, or ("skipped" or "error", why). Never raises: a failing check is that
+    contender's error only."""
+    try:
+        version = version_of(needs) if needs else "-"
+        if version is None:
+            return "skipped", f"skipped: {needs} is not installed"
+        if isinstance(version, dict):
+            return "error", f"{needs} does not import: {version['error']}"
+        if kind == "compiled" and shape not in config.compiled_at:
+            return "skipped", "skipped: torch.compile runs at " + (", ".join(
+                f"{h}x{w} batch {b}" for (h, w), b in config.compiled_at) or "no size in this run")
+        reason = budget.skip_reason(config.estimates[kind] + config.window)
+        return ("skipped", reason) if reason else None
+    except Exception as error:  # noqa: BLE001
+        return "error", f"its check failed: {describe(error)}"
+
+
+def parity(config, backend, data_dir, budget, progress=None):
     from benchmarks.parity import TRANSFORMS, parity_rows
 
     images = cifar(data_dir, "test", config.parity_images)[0].astype("float32")
@@ -348,11 +412,12 @@ def peak_memory(backend, run):
     return result, after.get("peak_bytes_in_use") if stats else None
 
 
-def throughput(config, backend, data_dir, budget):
+def throughput(config, backend, data_dir, budget, progress=None):
     from benchmarks.throughput import describe_failure, measure
 
     rng = np.random.default_rng(0)
     rows = []
+    result = {"augmentation": COMMON_TEXT, "full_settings": "benchmarks.throughput.SETTINGS"}
     say(f"throughput on {backend}: | size | batch | contender | images/s | GB/s | x copy | peak MB |")
     for (height, width), batches in config.sizes:
         for batch in batches:
@@ -361,12 +426,8 @@ def throughput(config, backend, data_dir, budget):
             copy_rate = None
             for name, needs, kind, make in CONTENDERS[backend]:
                 row = {"size": f"{height}x{width}", "batch": batch, "contender": name}
-                reason = (f"skipped: {needs} is not installed" if needs and version_of(needs) is None
-                          else "skipped: torch.compile runs at " + (", ".join(
-                              f"{h}x{w} batch {b}" for (h, w), b in config.compiled_at) or "no size in this run")
-                          if kind == "compiled" and ((height, width), batch) not in config.compiled_at
-                          else budget.skip_reason(config.estimates[kind] + config.window))
-                if reason is None:
+                check = contender_check(config, budget, needs, kind, ((height, width), batch))
+                if check is None:
                     try:
                         step = make(images)
                         rate, peak = peak_memory(backend, lambda: measure(step, images, config.window))  # noqa: B023
@@ -375,7 +436,7 @@ def throughput(config, backend, data_dir, budget):
                     except Exception as error:  # noqa: BLE001 - a contender that cannot run is a result
                         row["error"] = describe_failure(error)
                 else:
-                    row["skipped"] = reason
+                    row[check[0]] = check[1]
                 if name.startswith("device copy") and "images_per_second" in row:
                     copy_rate = row["images_per_second"]
                 if copy_rate and "images_per_second" in row:
@@ -387,7 +448,9 @@ def throughput(config, backend, data_dir, budget):
                         f"{row['gb_per_second']:,.1f} | {row.get('bandwidth_vs_copy', 0):.2f} | {peak} |")
                 else:
                     say(f"| {row['size']} | {batch} | {name} | {row.get('error') or row.get('skipped')} |")
-    return {"augmentation": COMMON_TEXT, "full_settings": "benchmarks.throughput.SETTINGS", "rows": rows}
+                if progress:
+                    progress(dict(result, rows=rows))
+    return dict(result, rows=rows)
 
 
 class EpochTimes:
@@ -407,7 +470,7 @@ class EpochTimes:
         return Timer()
 
 
-def in_fit(config, backend, data_dir, budget):
+def in_fit(config, backend, data_dir, budget, progress=None):
     import keras
     from keras.src.legacy.preprocessing.image import ImageDataGenerator
 
@@ -419,6 +482,12 @@ def in_fit(config, backend, data_dir, budget):
     x = np.ascontiguousarray(x[:, :config.fit_size, :config.fit_size])
     workers = os.cpu_count()
     rows = []
+    result = {"images": len(x), "image_size": config.fit_size, "generator_workers": workers}
+
+    def add(row):
+        rows.append(row)
+        if progress:
+            progress(dict(result, rows=rows))
     say(f"in fit on {backend}, {len(x)} images {config.fit_size}x{config.fit_size}, generator with {workers} "
         "host threads: | model | batch | augment | median epoch s | first epoch s | x none |")
     for model_name in config.fit_models:
@@ -429,7 +498,7 @@ def in_fit(config, backend, data_dir, budget):
                 reason = budget.skip_reason(config.estimates["fit"] * config.fit_epochs)
                 if reason:
                     row["skipped"] = reason
-                    rows.append(row)
+                    add(row)
                     say(f"| {model_name} | {batch} | {augment} | {reason} |")
                     continue
                 layers = [gpuaug.RandomTransform(**SETTINGS, seed=0)] if augment == "gpu" else []
@@ -446,21 +515,21 @@ def in_fit(config, backend, data_dir, budget):
                     else:
                         model.fit(x, y, batch_size=batch, shuffle=True, **fit)
                 except Exception as error:  # noqa: BLE001 - recorded, the suite goes on
-                    row["error"] = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
-                    rows.append(row)
+                    row["error"] = describe(error, 200)
+                    add(row)
                     say(f"| {model_name} | {batch} | {augment} | {row['error']} |")
                     continue
                 steady = statistics.median(times[1:]) if len(times) > 1 else times[0]
                 base = steady if augment == "none" else base
                 row.update(epoch_seconds=steady, first_epoch_seconds=times[0], epochs=times,
                            images_per_second=len(x) / steady, vs_none=steady / base if base else None)
-                rows.append(row)
+                add(row)
                 say(f"| {model_name} | {batch} | {augment} | {steady:.3f} | {times[0]:.2f} | "
                     + (f"{row['vs_none']:.3f} |" if row["vs_none"] else "- |"))
-    return {"images": len(x), "image_size": config.fit_size, "generator_workers": workers, "rows": rows}
+    return dict(result, rows=rows)
 
 
-def transfer(config, backend, data_dir, budget):
+def transfer(config, backend, data_dir, budget, progress=None):
     from benchmarks.throughput import block
 
     x, _ = cifar(data_dir, "train", config.fit_images)
@@ -489,72 +558,208 @@ PARTS = {"environment": environment, "parity": parity, "throughput": throughput,
 
 # Processes ----------------------------------------------------------------------
 
+def raise_interrupt(signum, frame):
+    """SIGTERM handled as Ctrl-C is: a KeyboardInterrupt (named by its signal)."""
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def signal_name(interrupt):
+    """The signal a KeyboardInterrupt stands for: SIGTERM where raise_interrupt raised it, else SIGINT."""
+    return "SIGTERM" if str(interrupt) == "SIGTERM" else "SIGINT"
+
+
+def set_handlers(handler):
+    """Sets `handler` for SIGINT and SIGTERM (main thread only); returns the
+    previous ones, for restore_handlers."""
+    try:
+        return {number: signal.signal(number, handler) for number in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread: nothing set
+        return {}
+
+
+def restore_handlers(previous):
+    for number, handler in previous.items():
+        signal.signal(number, handler)
+
+
 def worker(args):
     """One stage in this process (its backend fixed by KERAS_BACKEND): each
-    part timed against the deadline, the result rewritten after every part."""
-    sys.path.insert(0, str(REPO))
-    config = SMOKE if args.smoke else GPU
-    backend, parts = STAGES[args.stage]
-    budget = Budget(args.deadline)
-    result = {"backend": backend, "parts": {}}
-    for part in parts:
-        reason = budget.skip_reason(config.estimates[part])
-        start = time.time()
-        if reason:
-            entry = {"skipped": reason}
-            say(f"{part} on {backend}: {reason}")
-        else:
-            try:
-                entry = PARTS[part](config, backend, args.data_dir, budget)
-            except Exception as error:  # noqa: BLE001 - recorded, the next part runs
-                text = str(error).strip()
-                entry = {"error": f"{type(error).__name__}: {text.splitlines()[0][:300] if text else ''}"}
-                say(f"{part} on {backend} failed: {entry['error']}")
-        entry["seconds"] = time.time() - start
-        result["parts"][part] = entry
-        write_report(pathlib.Path(args.result).parent, pathlib.Path(args.result).name, result)
+    part timed against the deadline, the result rewritten (atomically) after
+    every part and, for throughput and in_fit, after every row, so that a
+    worker stopped mid-part leaves what it measured (marked `incomplete`).
+    SIGINT or SIGTERM: the part running is marked interrupted, the file
+    written, exit status 130."""
+    previous = set_handlers(raise_interrupt)
+    result_path = pathlib.Path(args.result)
+    result = {"backend": STAGES[args.stage][0], "parts": {}}
+    running = None
+    try:
+        sys.path.insert(0, str(REPO))
+        config = SMOKE if args.smoke else GPU
+        backend, parts = STAGES[args.stage]
+        budget = Budget(args.deadline)
+        for part in parts:
+            reason = budget.skip_reason(config.estimates[part])
+            start = time.time()
+            running = (part, start)
+            if reason:
+                entry = {"skipped": reason}
+                say(f"{part} on {backend}: {reason}")
+            else:
+                def progress(partial, part=part, start=start):
+                    result["parts"][part] = dict(partial, incomplete="the part had not finished",
+                                                 seconds=time.time() - start)
+                    write_json(result_path, result)
+
+                try:
+                    entry = PARTS[part](config, backend, args.data_dir, budget, progress=progress)
+                except Exception as error:  # noqa: BLE001 - recorded, the next part runs
+                    entry = {"error": describe(error)}
+                    say(f"{part} on {backend} failed: {entry['error']}")
+            entry["seconds"] = time.time() - start
+            result["parts"][part] = entry
+            running = None
+            write_json(result_path, result)
+    except KeyboardInterrupt as interrupt:
+        set_handlers(signal.SIG_IGN)
+        if running:
+            part, start = running
+            entry = result["parts"].get(part, {})
+            result["parts"][part] = dict(entry, incomplete=f"interrupted ({signal_name(interrupt)})",
+                                         seconds=time.time() - start)
+        write_json(result_path, result)
+        return 130
+    finally:
+        restore_handlers(previous)
+    return 0
+
+
+def stop(process):
+    """Ends a worker: SIGTERM (it writes what it has), then SIGKILL after STOP_SECONDS."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
+
+
+def merge(stage, result, ended):
+    """Takes a stage's worker's file into `stage` and removes it. `ended`:
+    None where the worker exited 0, else why it did not finish: a part it
+    left incomplete says so, a part it never reported is marked."""
+    try:
+        data = json.loads(result.read_text())
+    except FileNotFoundError:
+        data = {}
+    except ValueError as error:  # not expected (it is written atomically), but never the end of the report
+        data = {}
+        stage["result_error"] = describe(error)
+    reported = data.pop("parts", {})
+    stage.update(data)
+    for part, entry in reported.items():
+        if ended and "incomplete" in entry:
+            entry["incomplete"] = ended
+        stage["parts"][part] = entry
+    if ended:
+        for part in stage["parts"]:
+            if part not in reported:
+                stage["parts"][part] = ({"skipped": f"not run: {ended}"} if ended.startswith("interrupted")
+                                        else {"error": f"{ended} before it reported this part"})
+    result.unlink(missing_ok=True)
 
 
 def run_stages(args, config):
+    """Every stage's worker in turn, each stopped at its share of the budget;
+    the report rewritten after every stage. On SIGINT (KeyboardInterrupt) or
+    SIGTERM (made one by main), the running worker is stopped, what finished
+    is kept, the stages not run are marked, and report["interrupted"] names
+    the signal."""
     start = time.time()
-    deadline = start + args.budget
-    report = {"smoke": args.smoke, "budget_seconds": args.budget, "data_dir": str(args.data_dir), "stages": []}
+    # The stages end before the budget does: the last worker may take
+    # STOP_SECONDS to stop, then the report and the plot are written.
+    stages_end = start + args.budget - min(FINISH_SECONDS, 0.1 * args.budget)
+    report = {"smoke": args.smoke, "budget_seconds": args.budget, "data_dir": repo_relative(args.data_dir),
+              "stages": []}
     out = pathlib.Path(args.out)
     runnable = [importlib.util.find_spec(backend) is not None for backend, _ in STAGES]
-    for index, (backend, parts) in enumerate(STAGES):
+    for backend, parts in STAGES:
         # Every part has an entry, whatever becomes of the stage: its worker's
         # (written as each part ends) replaces these.
-        stage = {"backend": backend,
-                 "parts": {part: {"error": "its stage ended before it reported this part"} for part in parts}}
-        report["stages"].append(stage)
-        if not runnable[index]:
-            stage["skipped"] = f"{backend} is not installed"
-            stage["parts"] = {part: {"skipped": stage["skipped"]} for part in parts}
-            say(f"stage {index + 1} ({backend}): skipped: {backend} is not installed")
-            continue
-        shares = [share for i, share in enumerate(STAGE_SHARES) if i >= index and runnable[i]]
-        stage_deadline = time.time() + (deadline - time.time()) * shares[0] / sum(shares)
-        result = out / f".stage-{index}.json"
-        say(f"stage {index + 1} ({backend}: {', '.join(parts)}), {stage_deadline - time.time():.0f} s")
-        env = dict(os.environ, KERAS_BACKEND=backend, PYTHONUNBUFFERED="1",
-                   PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-        command = [sys.executable, "-m", "benchmarks.device_suite", "--worker", "--stage", str(index),
-                   "--deadline", str(stage_deadline), "--result", str(result), "--data-dir", str(args.data_dir)]
-        try:
-            code = subprocess.run(command + (["--smoke"] if args.smoke else []), cwd=REPO, env=env,
-                                  timeout=max(10.0, stage_deadline - time.time() + 30)).returncode
-            stage["exit_status"] = code
-        except subprocess.TimeoutExpired:
-            stage["exit_status"] = "killed: past its deadline"
-            say(f"stage {index + 1} killed: past its deadline")
-        if result.exists():
-            stage.update(json.loads(result.read_text()))
-            result.unlink()
-    report["seconds"] = time.time() - start
+        report["stages"].append(
+            {"backend": backend,
+             "parts": {part: {"error": "its stage ended before it reported this part"} for part in parts}})
+
+    def save():
+        report["seconds"] = time.time() - start
+        write_json(out / REPORT, report)
+
+    done, current = set(), None  # current: (index, worker process, its result file)
+    try:
+        for index, stage in enumerate(report["stages"]):
+            backend, parts = stage["backend"], tuple(stage["parts"])
+            result = out / f".stage-{index}.json"
+            result.unlink(missing_ok=True)  # an earlier run's, never this one's
+            now = time.time()
+            shares = [share for i, share in enumerate(STAGE_SHARES) if i >= index and runnable[i]]
+            stage_end = now + (stages_end - now) * shares[0] / sum(shares) if runnable[index] else now
+            if not runnable[index]:
+                stage["skipped"] = f"{backend} is not installed"
+            elif stage_end - now < MIN_STAGE_SECONDS:
+                stage["skipped"] = f"skipped: {max(stage_end - now, 0):.0f} s left for it"
+            if "skipped" in stage:
+                stage["parts"] = {part: {"skipped": stage["skipped"]} for part in parts}
+                say(f"stage {index + 1} ({backend}): {stage['skipped']}")
+                done.add(index)
+                save()
+                continue
+            # The worker stops starting parts and contenders a little before
+            # its stage ends, when it is stopped: stopped, it keeps what it has.
+            worker_deadline = stage_end - min(GRACE_SECONDS, 0.1 * (stage_end - now))
+            say(f"stage {index + 1} ({backend}: {', '.join(parts)}), {stage_end - now:.0f} s")
+            env = dict(os.environ, KERAS_BACKEND=backend, PYTHONUNBUFFERED="1",
+                       PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+            command = [sys.executable, *WORKER, "--worker", "--stage", str(index), "--deadline",
+                       str(worker_deadline), "--result", str(result), "--data-dir", str(args.data_dir)]
+            process = subprocess.Popen(command + (["--smoke"] if args.smoke else []), cwd=REPO, env=env)
+            current = (index, process, result)
+            try:
+                stage["exit_status"] = process.wait(timeout=max(0.0, stage_end - time.time()))
+                ended = None if stage["exit_status"] == 0 else f"its worker exited with status {stage['exit_status']}"
+            except subprocess.TimeoutExpired:
+                stop(process)
+                ended = stage["exit_status"] = "killed: past its deadline"
+                say(f"stage {index + 1} killed: past its deadline")
+            merge(stage, result, ended)
+            done.add(index)
+            current = None
+            save()
+    except KeyboardInterrupt as interrupt:
+        set_handlers(signal.SIG_IGN)  # a second Ctrl-C does not cut the report short; main restores them
+        name = signal_name(interrupt)
+        report["interrupted"] = name
+        if current:
+            index, process, result = current
+            stop(process)
+            reason = report["stages"][index]["exit_status"] = f"interrupted ({name})"
+            merge(report["stages"][index], result, reason)
+            done.add(index)
+        for index, stage in enumerate(report["stages"]):
+            if index not in done:
+                stage["skipped"] = f"not run: the suite was interrupted ({name})"
+                stage["parts"] = {part: {"skipped": stage["skipped"]} for part in stage["parts"]}
+    save()
     return report
 
 
 def plot(report, path):
+    """Draws the throughput and in-fit rows to `path` (PNG); returns it, or
+    None where there is nothing to plot. An earlier run's picture is removed
+    first, whatever is drawn."""
+    path = pathlib.Path(path)
+    path.unlink(missing_ok=True)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -595,7 +800,20 @@ def plot(report, path):
                                                        if report["smoke"] else ""))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
+    plt.close(fig)
     return path
+
+
+def usable_out(out):
+    """None where `out` is (or can be made) a folder this process writes
+    in, else why not."""
+    try:
+        pathlib.Path(out).mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".probe-"):
+            pass
+    except OSError as error:
+        return error.strerror or describe(error)
+    return None
 
 
 def main(argv=None):
@@ -616,13 +834,30 @@ def main(argv=None):
         return worker(args)
     config = SMOKE if args.smoke else GPU
     args.budget = config.budget if args.budget is None else args.budget
-    pathlib.Path(args.out).mkdir(parents=True, exist_ok=True)
-    report = run_stages(args, config)
-    write_report(args.out, REPORT, report)
-    picture = plot(report, pathlib.Path(args.out) / PLOT)
-    say(f"wrote {pathlib.Path(args.out) / REPORT}" + (f" and {picture}" if picture else "")
-        + f" in {report['seconds']:.0f} s")
-    return 0
+    problem = usable_out(args.out)
+    if problem:
+        parser.error(f"--out {args.out}: cannot write there ({problem})")
+    out = pathlib.Path(args.out)
+    previous = set_handlers(raise_interrupt)  # SIGTERM as Ctrl-C: the report is written either way
+    try:
+        report = run_stages(args, config)
+        if report.get("interrupted"):
+            (out / PLOT).unlink(missing_ok=True)  # an earlier run's picture would not be this report's
+            name = report["interrupted"]
+            print(f"device_suite: interrupted ({name}): wrote what finished to {out / REPORT}, the stages not "
+                  "run marked so", file=sys.stderr, flush=True)
+            return 128 + signal.Signals[name].value
+        picture = plot(report, out / PLOT)
+        say(f"wrote {out / REPORT}" + (f" and {picture}" if picture else "") + f" in {report['seconds']:.0f} s")
+        return 0
+    except KeyboardInterrupt as interrupt:  # after the stages: the report is already written
+        name = signal_name(interrupt)
+        (out / PLOT).unlink(missing_ok=True)
+        print(f"device_suite: interrupted ({name}) while plotting: {out / REPORT} is complete, no picture",
+              file=sys.stderr, flush=True)
+        return 128 + signal.Signals[name].value
+    finally:
+        restore_handlers(previous)
 
 
 if __name__ == "__main__":
