@@ -213,7 +213,8 @@ def print_table(rows, backend):
           f"{os.cpu_count()} cores); ratio = images/s / ImageDataGenerator.flow images/s")
     print("| size | contender | images/s | vs ImageDataGenerator |\n|---|---|---:|---:|")
     for size in dict.fromkeys(r["size"] for r in rows):
-        base = next(r["images_per_second"] for r in rows if r["size"] == size and r["contender"] == "ImageDataGenerator.flow")
+        base = next(r["images_per_second"] for r in rows
+                    if r["size"] == size and r["contender"] == "ImageDataGenerator.flow")
         for r in rows:
             if r["size"] != size:
                 continue

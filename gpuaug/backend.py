@@ -155,7 +155,10 @@ class _Namespace:
     function of the same name inside `tensorflow_scope()`."""
 
     def __init__(self, namespace, module):
-        self._namespace, self._module, self._keras, self._tensorflow = namespace, module, {}, {}
+        self._namespace, self._module, self._tensorflow = namespace, module, {}
+        # Filled once, here: a lookup never changes it, so torch.compile's
+        # guards on it hold (a dict filled on first use recompiled the layer).
+        self._keras = {name: getattr(module, name) for name in dir(module) if not name.startswith("_")}
 
     def __getattr__(self, attribute):
         # Called for every op of every call: cached, and the thread's scope

@@ -28,6 +28,7 @@ from gpuaug.geometry import Geometry
 
 INT32_LIMIT = 2**31  # indices 0 .. 2**31 - 1 fit in int32
 INDEX_MODES = ("int32", "int64", "per_image")
+FILL_MODES = ("constant", "nearest", "reflect", "wrap")
 
 
 def _fold(coordinate, size, fill_mode):
@@ -165,6 +166,15 @@ def _gather(images, pairs, mode):
     return [ops.reshape(ops.take(pixels, ops.reshape(index, (-1,)), axis=0), shape) for index in indices]
 
 
+def _inside(x_inside, y_inside, nowhere):
+    """Where "constant" samples the image ((N, H, W) boolean: inside on both
+    axes and not "nowhere"); None for the other fill modes."""
+    if x_inside is None:
+        return None
+    inside = ops.logical_and(x_inside, y_inside)
+    return inside if nowhere is None else ops.logical_and(inside, ops.logical_not(nowhere))
+
+
 def _lerp(a, b, t):
     """a + t (b - a): exact when a == b, so flat regions never overshoot."""
     return a + t * (b - a)
@@ -203,7 +213,10 @@ def warp_images(
         cval: value outside the image for "constant", in pixel units.
         interpolation_order: 0 (nearest pixel) or 1 (bilinear).
         index_mode: None (chosen by `choose_index_mode(N, H, W)`), or one of
-            "int32", "int64", "per_image" to force it (same pixels).
+            "int32", "int64", "per_image" to force it (same pixels). On
+            PyTorch, None resamples with PyTorch's own functions
+            (`gpuaug.torch_warp`, the same rule); a forced mode runs the
+            `keras.ops` form.
         keep_dtype: with order 0, gather in the input's dtype (exact for any
             integer, e.g. segmentation labels) and give `cval` that dtype.
         projective: divide by the matrices' third row (a homography: a
@@ -232,6 +245,12 @@ def warp_images(
     # `nowhere`: None on the affine path; else True beyond a horizon or past a lens's fold
     # (`geometry`): "constant" gives them `cval`, the other modes the border point set there.
     x, y, nowhere = Geometry(matrices, projective, distortion).sample_points(cols, rows, height, width)
+    if index_mode is not None and index_mode not in INDEX_MODES:
+        raise ValueError(f"`index_mode` must be one of {INDEX_MODES} or None. Received: {index_mode!r}")
+    if index_mode is None and backend.name() == "torch":
+        from gpuaug import torch_warp
+
+        return torch_warp.resample(images, x, y, nowhere, fill_mode, cval, interpolation_order)
     x_indices, x_fraction, x_inside = sample_points(
         x, width, fill_mode, interpolation_order
     )
@@ -242,8 +261,6 @@ def warp_images(
         x_fraction, y_fraction = materialized(x_fraction), materialized(y_fraction)
 
     mode = index_mode or choose_index_mode(batch, height, width)
-    if mode not in INDEX_MODES:
-        raise ValueError(f"`index_mode` must be one of {INDEX_MODES} or None. Received: {mode!r}")
     # The taps: (row, column) index pairs, one for order 0, four for order 1.
     pairs = [(row, col) for row in y_indices for col in x_indices]
     taps = _gather(images, pairs, mode)
@@ -254,12 +271,9 @@ def warp_images(
         upper = _lerp(taps[0], taps[1], x_fraction)
         lower = _lerp(taps[2], taps[3], x_fraction)
         warped = _lerp(upper, lower, y_fraction)
-    if fill_mode == "constant":
-        inside = ops.logical_and(x_inside, y_inside)
-        if nowhere is not None:
-            inside = ops.logical_and(inside, ops.logical_not(nowhere))
-        inside = inside[..., None]
-        warped = ops.where(inside, warped, ops.cast(cval, warped.dtype))
+    inside = _inside(x_inside, y_inside, nowhere)
+    if inside is not None:
+        warped = ops.where(inside[..., None], warped, ops.cast(cval, warped.dtype))
     if keep_dtype:  # masks: gathered in their dtype, nothing computed to duplicate
         return warped
     # The fractions and the blend, each computed once (see `materialized`).

@@ -39,9 +39,7 @@ def run_backend(backend, tmp_path, images, transformation):
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_same_pixels_seeding_and_jit_training(backend, tmp_path, cifar_test_images):
     if importlib.util.find_spec(backend) is None:
-        if backend == "jax":
-            pytest.fail("jax is in requirements-test.txt and must be installed")
-        pytest.skip(f"{backend} is not installed")
+        pytest.fail(f"{backend} is in requirements-test.txt and must be installed")
     images = cifar_test_images[:8]
     draw = gpuaug.RandomTransform(**KWARGS, seed=0).get_random_transformation(images)
     transformation = {k: np.asarray(v) for k, v in draw.items()}

@@ -56,7 +56,7 @@ def test_standardization_matches_the_generator(kwargs, small_images):
             generator.fit(small_images)
         expected = reference_standardize(generator, small_images[:16])
     layers = gpuaug.from_image_data_generator(generator)
-    assert not any(isinstance(l, gpuaug.RandomTransform) for l in layers)
+    assert not any(isinstance(layer, gpuaug.RandomTransform) for layer in layers)
     got = apply_layers(layers, small_images[:16])
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
 

@@ -162,7 +162,7 @@ def test_train_multiworker_two_local_processes(tmp_path):
                                     "--metrics-json", str(metrics))
     for out in (chief, worker):
         assert "batch 64, 2 replica(s)" in out and "epoch 1:" in out
-    epoch_line = lambda out: next(l for l in out.splitlines() if l.startswith("epoch 1:"))  # noqa: E731
+    epoch_line = lambda out: next(line for line in out.splitlines() if line.startswith("epoch 1:"))  # noqa: E731
     # Synchronous training: both workers report the same loss and accuracy, and
     # the same test loss and accuracy after the epoch (each worker evaluates alone).
     assert epoch_line(chief).split(", ", 2)[2] == epoch_line(worker).split(", ", 2)[2]

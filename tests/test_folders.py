@@ -62,7 +62,8 @@ def test_folder_streams_the_exact_pixels_and_labels(tmp_path, cifar_arrays):
     assert train_images.dtype == np.uint8  # bytes until the device
     # PNG is lossless and 32x32 needs no resizing: the same pixels, with their labels.
     assert sorted_images(train_images) == sorted_images(x[:60])
-    pairs = {np.asarray(i, np.uint8).tobytes(): int(l) for i, l in splits.train.dataset().as_numpy_iterator()}
+    pairs = {np.asarray(image, np.uint8).tobytes(): int(label)
+             for image, label in splits.train.dataset().as_numpy_iterator()}
     assert all(pairs[image.tobytes()] == label for image, label in zip(x[:60], y[:60]))
     assert sorted_images(images_of(splits.test)) == sorted_images(x[60:])
     summary = train.run(train.parse_args(

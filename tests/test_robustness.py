@@ -82,7 +82,8 @@ INVALID = st.one_of(
     st.tuples(st.just("brightness_range"), st.one_of(
         st.floats(0, 2), st.lists(st.floats(0, 2), min_size=3, max_size=3), st.lists(st.floats(0, 2), max_size=1),
         st.tuples(st.floats(1.01, 2), st.floats(0, 0.99)), st.tuples(st.floats(-2, -0.01), st.floats(0, 1)))),
-    st.tuples(st.just("fill_mode"), st.text(max_size=8).filter(lambda s: s not in ("constant", "nearest", "reflect", "wrap"))),
+    st.tuples(st.just("fill_mode"),
+              st.text(max_size=8).filter(lambda s: s not in ("constant", "nearest", "reflect", "wrap"))),
     st.tuples(st.just("interpolation_order"), st.one_of(st.integers(2, 5), st.integers(-3, -1), st.just(1.5))),
     st.tuples(st.just("horizontal_flip"), st.one_of(st.just(1), st.just("yes"), st.none())),
     st.tuples(st.just("cval"), st.one_of(st.just(float("nan")), st.just("0"))),

@@ -55,7 +55,8 @@ def test_mask_fill_value_is_the_masks_own():
     layer = gpuaug.RandomTransform(fill_mode="constant", cval=50.0, mask_fill_value=255)
     moved = np.asarray(layer.transform_segmentation_masks(masks, {"tx": np.array([3.0, -3.0])}))
     assert set(np.unique(moved)) == {1, 255}
-    assert set(np.unique(np.asarray(layer.transform_images(masks.astype("float32"), {"tx": np.array([3.0, 3.0])})))) == {1.0, 50.0}
+    shifted = layer.transform_images(masks.astype("float32"), {"tx": np.array([3.0, 3.0])})
+    assert set(np.unique(np.asarray(shifted))) == {1.0, 50.0}
 
 
 def test_images_and_masks_agree():
@@ -351,12 +352,11 @@ def test_train_with_targets_config_round_trip():
 
 @pytest.mark.parametrize("backend", ["tensorflow", "jax", "torch"])
 def test_segmentation_trains_with_aligned_masks_in_a_jit_step(backend, tmp_path):
-    # PyTorch is optional (not in requirements-test.txt). Under torch 2.13 a second
-    # trainer of another class in one process crashed inside torch.compile's
-    # recompilation report (KeyError on a variable path); the script resets
-    # torch.compile's cache between its trainers.
+    # Under torch 2.13 a second trainer of another class in one process crashed
+    # inside torch.compile's recompilation report (KeyError on a variable path);
+    # the script resets torch.compile's cache between its trainers.
     if backend == "torch" and importlib.util.find_spec("torch") is None:
-        pytest.skip("torch is not installed")
+        pytest.fail("torch is in requirements-test.txt and must be installed")
     result = subprocess.run([sys.executable, str(REPO / "tests" / "segmentation_script.py"), str(tmp_path)],
                             cwd=REPO, env=dict(os.environ, KERAS_BACKEND=backend, JAX_PLATFORMS="cpu",
                                                PYTHONPATH=str(REPO)),
