@@ -1,11 +1,14 @@
 """The benchmark scripts run, and what they write (and what is committed
 under benchmarks/results/) names no machine's absolute paths."""
 
+import importlib.util
 import json
 import os
 import pathlib
+import subprocess
+import sys
 
-from benchmarks import epoch_time, parity, repo_relative
+from benchmarks import epoch_time, parity, peers, repo_relative
 from conftest import CIFAR_DIR, REPO
 
 RESULTS = REPO / "benchmarks" / "results"
@@ -71,3 +74,58 @@ def test_epoch_time_writes_relative_paths(tmp_path, capsys):
     assert_no_absolute_path(report)
     assert [row["augment"] for row in report["rows"]] == ["none", "generator", "gpu"]
     assert next(tmp_path.glob("epoch_time-*.png")).stat().st_size > 0
+
+
+def test_peers_quick_run_reports_every_backend_and_contender(tmp_path):
+    """`python -m benchmarks.peers --quick`: every backend, a row for every
+    contender (a rate, or a status with its reason), the ratios, the fit and
+    the picture. torch is in .venv; without it its rows say so."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
+    result = subprocess.run([sys.executable, "-m", "benchmarks.peers", "--quick", "--out", str(tmp_path)], cwd=REPO,
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    report = json.loads((tmp_path / "peers.json").read_text())
+    assert_no_absolute_path(report)
+    assert report["quick"] and report["repeats"] == 1 and report["settings"] == peers.COMMON
+    assert set(report["capabilities"]) >= {"gpuaug", "ImageDataGenerator", "Keras 3 layers", "keras-aug", "augmax",
+                                           "dm_pix", "Kornia", "torchvision"}
+    for library, features in report["capabilities"].items():
+        assert set(report["features"]) <= set(features), library
+    assert list(report["backends"]) == list(peers.BACKENDS)
+    for backend, entry in report["backends"].items():
+        installed = importlib.util.find_spec(backend) is not None
+        assert entry["status"] == ("ok" if installed else "not installed"), (backend, entry["reason"])
+        assert [s["size"] for s in entry["sizes"]] == list(peers.QUICK.sizes)
+        for section in entry["sizes"]:
+            rows = section["rows"]
+            assert [r["contender"] for r in rows] == [c.name for c in peers.CONTENDERS[backend]]
+            for row in rows:
+                if row["status"] == "ok":
+                    assert row["images_per_second"] > 0 and row["gpuaug_best_over_this"] > 0, row
+                else:
+                    assert row["images_per_second"] is None and row["reason"], row
+            summary = section["summary"]
+            if installed:
+                assert summary["gpuaug_best"].startswith("gpuaug") and summary["gpuaug_over_fastest_peer"] > 0
+                assert summary["fastest_peer"] in [r["contender"] for r in rows if r["kind"] == "peer"]
+        fit = entry["in_fit"]["rows"]
+        assert [r["augment"] for r in fit] == [v for v, _, _ in peers.FIT_VARIANTS]
+        for row in fit:
+            assert (row["vs_none"] > 0 and isinstance(row["jit_compile"], bool)) if row["status"] == "ok" \
+                else row["reason"], row
+    tensorflow, torch = report["backends"]["tensorflow"], report["backends"]["torch"]
+    if tensorflow["status"] == "ok":
+        tf_rows = {r["contender"]: r for r in tensorflow["sizes"][0]["rows"]}
+        assert tf_rows["ImageDataGenerator.flow (CPU reference)"]["status"] == "ok"
+        assert tensorflow["sizes"][0]["summary"]["gpuaug_over_reference"] > 0
+        # Keras' RandomRotation turns XLA off for the whole model: recorded as such.
+        keras_fit = next(r for r in tensorflow["in_fit"]["rows"] if r["augment"].startswith("Keras"))
+        assert keras_fit["jit_compile"] is False
+    if torch["status"] == "ok":
+        torch_rows = {r["contender"]: r for r in torch["sizes"][0]["rows"]}
+        vision = torch_rows["torchvision transforms.v2, one call per image"]
+        assert vision["status"] == "ok" or (vision["status"] == "not installed" and "torch 2.13.0" in vision["reason"])
+        assert all(r["status"] == "skipped" and "--quick" in r["reason"]
+                   for name, r in torch_rows.items() if "torch.compile" in name)
+    assert (tmp_path / "peers.png").stat().st_size > 0
+    assert "gpuaug best / fastest peer" in result.stdout
