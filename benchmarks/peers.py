@@ -52,19 +52,25 @@ import os
 import pathlib
 import platform
 import re
+import shutil
+import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
 
-from benchmarks import REPO, write_report
-from benchmarks.device_suite import COMMON, COMMON_TEXT
+from benchmarks import REPO
+from benchmarks.device_suite import (COMMON, COMMON_TEXT, raise_interrupt, restore_handlers, set_handlers,
+                                     signal_name, stop, usable_out, write_json)
 
 BACKENDS = ("tensorflow", "jax", "torch")
 REPORT = "peers.json"
 PLOT = "peers.png"
+LOCK = ".peers.lock"  # held by the run writing --out (removed when it ends)
+WORKER = ("-m", "benchmarks.peers")  # how the parent starts a backend's worker: python WORKER --worker ...
 
 
 class Config(collections.namedtuple("Config", "sizes repeats window warmup compiled_sizes fit_images fit_size "
@@ -579,12 +585,12 @@ def worker(args):
     result = {"backend": backend, "status": "ok", "reason": None}
     result["versions"] = versions(backend)
     result["sizes"] = throughput(config, backend)
-    write_report(out.parent, out.name, result)
+    write_json(out, result)
     try:
         result["in_fit"] = in_fit(config, backend)
     except Exception as error:  # noqa: BLE001 - the throughput stays
         result["in_fit"] = {"status": "failed", "reason": failure(error), "rows": []}
-    write_report(out.parent, out.name, result)
+    write_json(out, result)
     return 0
 
 
@@ -603,29 +609,42 @@ def missing_backend(backend, status, reason, config):
                                 for v, _, lib in FIT_VARIANTS]}}
 
 
-def start_worker(backend, out, quick):
-    result = out / f".peers-{backend}.json"
-    result.unlink(missing_ok=True)
+def start_worker(backend, work, quick):
+    """A backend's worker, writing its result and its stderr in `work` (this
+    run's own folder: nothing of the user's, or of another run's, is touched)."""
+    result = pathlib.Path(work) / f"{backend}.json"
     env = dict(os.environ, KERAS_BACKEND=backend, PYTHONUNBUFFERED="1",
                PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-    command = [sys.executable, "-m", "benchmarks.peers", "--worker", backend, "--result", str(result)]
-    return subprocess.Popen(command + (["--quick"] if quick else []), cwd=REPO, env=env), result
+    command = [sys.executable, *WORKER, "--worker", backend, "--result", str(result)]
+    with open(result.with_suffix(".stderr"), "w") as stderr:
+        process = subprocess.Popen(command + (["--quick"] if quick else []), cwd=REPO, env=env, stderr=stderr)
+    return process, result
+
+
+def last_line(path):
+    """The last non-empty line of a worker's stderr (what it died of), without paths."""
+    try:
+        lines = [line for line in pathlib.Path(path).read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return None
+    return scrub(lines[-1].strip())[:300] if lines else None
 
 
 def collect(backend, process, result, config):
     try:
         status = process.wait(timeout=config.worker_timeout)
     except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+        stop(process)
         status = f"killed after {config.worker_timeout} s"
     try:
         entry = json.loads(result.read_text())
     except (FileNotFoundError, ValueError):
         entry = None
-    result.unlink(missing_ok=True)
+    if status == 0 and entry is None:
+        status = "0 without a result"
     if status != 0:
-        reason = f"its worker exited with status {status}"
+        why = last_line(result.with_suffix(".stderr"))
+        reason = f"its worker exited with status {status}" + (f": {why}" if why else "")
         if entry is None:
             return missing_backend(backend, "failed", reason, config)
         entry.setdefault("in_fit", {"status": "failed", "reason": reason,
@@ -663,13 +682,24 @@ def run(config, out, quick):
         if backend not in runnable:
             report["backends"][backend] = missing_backend(backend, "not installed", f"{backend} is not installed",
                                                           config)
-    if quick:  # measures nothing: the workers at once
-        workers = {b: start_worker(b, out, quick) for b in runnable}
-        for backend, (process, result) in workers.items():
-            report["backends"][backend] = collect(backend, process, result, config)
-    else:  # one at a time: each has the machine to itself
-        for backend in runnable:
-            report["backends"][backend] = collect(backend, *start_worker(backend, out, quick), config)
+    # This run's own folder for the workers' files; on SIGINT or SIGTERM (a
+    # KeyboardInterrupt, see main) every worker still running is stopped and
+    # the folder removed: nothing of an interrupted run is left.
+    work = tempfile.mkdtemp(dir=out, prefix=".peers-run-")
+    workers = {}
+    try:
+        if quick:  # measures nothing: the workers at once
+            workers = {b: start_worker(b, work, quick) for b in runnable}
+            for backend, (process, result) in workers.items():
+                report["backends"][backend] = collect(backend, process, result, config)
+        else:  # one at a time: each has the machine to itself
+            for backend in runnable:
+                workers[backend] = start_worker(backend, work, quick)
+                report["backends"][backend] = collect(backend, *workers[backend], config)
+    finally:
+        for process, _ in workers.values():
+            stop(process)
+        shutil.rmtree(work, ignore_errors=True)
     report["backends"] = {b: report["backends"][b] for b in BACKENDS}
     report["seconds"] = time.time() - start
     return report
@@ -734,7 +764,6 @@ def plot(report, path):
     import matplotlib.pyplot as plt
 
     path = pathlib.Path(path)
-    path.unlink(missing_ok=True)
     backends = list(report["backends"].items())
     fig, axes = plt.subplots(1, len(backends) + 1, figsize=(5.2 * (len(backends) + 1), 5.5), squeeze=False)
     for ax, (backend, entry) in zip(axes[0], backends):
@@ -779,9 +808,50 @@ def plot(report, path):
     fig.suptitle(f"gpuaug against its peers: {report['augmentation']} ({machine['cpu_count']} CPU cores"
                  + (", --quick: tiny sizes, not a measurement)" if report["quick"] else ")"), fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    # Drawn to a file beside it, then put in place: a failure leaves the earlier picture.
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
+    os.close(descriptor)
+    try:
+        fig.savefig(temporary, dpi=100)
+        os.replace(temporary, path)
+    finally:
+        plt.close(fig)
+        pathlib.Path(temporary).unlink(missing_ok=True)
     return path
+
+
+def is_report(path):
+    """Whether `path` is a regular file holding a benchmarks.peers report."""
+    try:
+        return path.is_file() and json.loads(path.read_text()).get("benchmark") == "peers"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def foreign_outputs(out):
+    """Why --out holds files this benchmark must not replace (a peers.json
+    that is not its report, a peers.png without its report), or None."""
+    out = pathlib.Path(out)
+    report, picture = out / REPORT, out / PLOT
+    if os.path.lexists(report) and not is_report(report):
+        return f"{REPORT} there is not a benchmarks.peers report (not replaced: choose another --out)"
+    if os.path.lexists(picture) and not (picture.is_file() and is_report(report)):
+        return f"{PLOT} there does not come with this benchmark's {REPORT} (not replaced: choose another --out)"
+    return None
+
+
+def load_report(out):
+    """(report, None) from --out/peers.json, or (None, why not)."""
+    path = pathlib.Path(out) / REPORT
+    try:
+        report = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None, f"no {REPORT} there"
+    except (OSError, ValueError) as error:
+        return None, f"{REPORT} there cannot be read: {type(error).__name__}: {str(error).splitlines()[0][:200]}"
+    if not isinstance(report, dict) or report.get("benchmark") != "peers":
+        return None, f"{REPORT} there is not a benchmarks.peers report"
+    return report, None
 
 
 def main(argv=None):
@@ -797,13 +867,48 @@ def main(argv=None):
         return worker(args)
     out = pathlib.Path(args.out)
     if args.plot_only:
-        report = json.loads((out / REPORT).read_text())
-    else:
-        out.mkdir(parents=True, exist_ok=True)
+        report, problem = load_report(out)
+        if problem:
+            parser.error(f"--out {args.out}: {problem}")
+        return finish(report, out, parser, args)
+    problem = usable_out(out) or foreign_outputs(out)
+    if problem:
+        parser.error(f"--out {args.out}: {problem}")
+    from models.locks import try_lock
+
+    lock = try_lock(out / LOCK)
+    if lock is None:
+        parser.error(f"--out {args.out}: another benchmarks.peers run is writing there")
+    previous = set_handlers(raise_interrupt)
+    try:
         report = run(QUICK if args.quick else FULL, out, args.quick)
-        write_report(out, REPORT, report)
-    print_tables(report)
-    picture = plot(report, out / PLOT)
+        write_json(out / REPORT, report)
+    except KeyboardInterrupt as interrupt:
+        name = signal_name(interrupt)
+        print(f"peers: interrupted ({name}): the workers were stopped, nothing was written", file=sys.stderr)
+        return 128 + signal.Signals[name].value
+    except OSError as error:
+        print(f"peers: could not write {out / REPORT}: {error.strerror or error}", file=sys.stderr)
+        return 1
+    finally:
+        restore_handlers(previous)
+        (out / LOCK).unlink(missing_ok=True)
+        lock.close()
+    return finish(report, out, parser, args)
+
+
+def finish(report, out, parser, args):
+    """The tables and the picture of `report`; one line where it is not a
+    complete report (--plot-only) or the picture cannot be written."""
+    try:
+        print_tables(report)
+        picture = plot(report, out / PLOT)
+    except OSError as error:
+        print(f"peers: could not write {out / PLOT}: {error.strerror or error}", file=sys.stderr)
+        return 1
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        parser.error(f"--out {args.out}: {REPORT} there is not a complete benchmarks.peers report "
+                     f"({type(error).__name__}: {error})")
     say(f"\nwrote {out / REPORT} and {picture}" + (f" in {report['seconds']:.0f} s" if "seconds" in report else ""))
     return 0
 
