@@ -105,6 +105,8 @@ def resample(images, x, y, nowhere, fill_mode, cval, interpolation_order):
     chunks = [_resample(images[i:i + step], x[i:i + step], y[i:i + step],
                         None if nowhere is None else nowhere[i:i + step], fill_mode, cval, interpolation_order)
               for i in range(0, images.shape[0], step)]
+    if not chunks:  # an empty batch
+        return images.new_empty((0,) + tuple(images.shape[1:]))
     sampled = chunks[0] if len(chunks) == 1 else torch.cat(chunks)
     return sampled.permute(0, 2, 3, 1)
 

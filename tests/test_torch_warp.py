@@ -36,6 +36,7 @@ def test_pytorchs_resampling_gives_the_keras_ops_forms_values():
     # Order 1: torch.lerp may round a blend's last bit otherwise (0..255 values: 1 ulp of 255 = 1.5e-5).
     assert found["order_1_max"] <= 1e-4 and found["chunked_max"] <= 1e-4
     assert found["past_2_24"] == [True, True]  # orders 0 and 1, a plane of 4100 x 4100 pixels
+    assert found["empty_shape"] == [0, 5, 6, 3]
     assert found["nan_constant_is_cval"]
     assert found["gradient_max"] <= 1e-5
     assert found["layer_uses_it"]  # the layer's call runs it, and a convolution takes its view

@@ -73,6 +73,10 @@ results["past_2_24"] = [bool(torch.equal(warp.warp_images(images, geo, interpola
                         for order in (0, 1)]
 del images, expected
 
+# An empty batch.
+empty = warp.warp_images(torch.zeros((0, 5, 6, 3)), np.eye(3, dtype="float32")[None], fill_mode="constant")
+results["empty_shape"] = list(empty.shape)
+
 # NaN sample points (a dict with a NaN angle): "constant" gives cval, as the keras.ops form.
 nan = {"theta": np.array([np.nan, 10.0], "float32")}
 images = rng.uniform(0, 255, (2, 8, 8, 3)).astype("float32")
