@@ -23,7 +23,9 @@ and the plot are written in time), and keeps what it measured: it rewrites
 its file after every row, and a part cut short is marked `incomplete`.
 DIR/device_suite.json is rewritten (atomically) after every stage; SIGINT or
 SIGTERM stops the running worker, writes what finished (the stages not run
-marked so) and exits non-zero with one line. Parts:
+marked so) and exits non-zero with one line. A DIR holding a device_suite.json
+that is not this suite's report, or a device_suite.png without one, is refused
+(one line): a user's files are never replaced. Parts:
 
 - environment: Python, numpy, Keras, the backend's version and device, the
   peers' versions; the Keras check's max |difference| from the reference.
@@ -64,7 +66,7 @@ import time
 
 import numpy as np
 
-from benchmarks import REPO, repo_relative
+from benchmarks import REPO, foreign_outputs, repo_relative
 
 STAGES = (("jax", ("environment", "parity", "throughput")),
           ("torch", ("environment", "parity", "throughput")),
@@ -681,8 +683,8 @@ def run_stages(args, config):
     # The stages end before the budget does: the last worker may take
     # STOP_SECONDS to stop, then the report and the plot are written.
     stages_end = start + args.budget - min(FINISH_SECONDS, 0.1 * args.budget)
-    report = {"smoke": args.smoke, "budget_seconds": args.budget, "data_dir": repo_relative(args.data_dir),
-              "stages": []}
+    report = {"benchmark": "device_suite", "smoke": args.smoke, "budget_seconds": args.budget,
+              "data_dir": repo_relative(args.data_dir), "stages": []}
     out = pathlib.Path(args.out)
     runnable = [importlib.util.find_spec(backend) is not None for backend, _ in STAGES]
     for backend, parts in STAGES:
@@ -837,6 +839,9 @@ def main(argv=None):
     problem = usable_out(args.out)
     if problem:
         parser.error(f"--out {args.out}: cannot write there ({problem})")
+    problem = foreign_outputs(args.out, REPORT, PLOT, "device_suite")
+    if problem:
+        parser.error(f"--out {args.out}: {problem}")
     out = pathlib.Path(args.out)
     previous = set_handlers(raise_interrupt)  # SIGTERM as Ctrl-C: the report is written either way
     try:

@@ -62,7 +62,7 @@ import time
 
 import numpy as np
 
-from benchmarks import REPO
+from benchmarks import REPO, foreign_outputs
 from benchmarks.device_suite import (COMMON, COMMON_TEXT, raise_interrupt, restore_handlers, set_handlers,
                                      signal_name, stop, usable_out, write_json)
 
@@ -820,26 +820,6 @@ def plot(report, path):
     return path
 
 
-def is_report(path):
-    """Whether `path` is a regular file holding a benchmarks.peers report."""
-    try:
-        return path.is_file() and json.loads(path.read_text()).get("benchmark") == "peers"
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
-def foreign_outputs(out):
-    """Why --out holds files this benchmark must not replace (a peers.json
-    that is not its report, a peers.png without its report), or None."""
-    out = pathlib.Path(out)
-    report, picture = out / REPORT, out / PLOT
-    if os.path.lexists(report) and not is_report(report):
-        return f"{REPORT} there is not a benchmarks.peers report (not replaced: choose another --out)"
-    if os.path.lexists(picture) and not (picture.is_file() and is_report(report)):
-        return f"{PLOT} there does not come with this benchmark's {REPORT} (not replaced: choose another --out)"
-    return None
-
-
 def load_report(out):
     """(report, None) from --out/peers.json, or (None, why not)."""
     path = pathlib.Path(out) / REPORT
@@ -871,7 +851,7 @@ def main(argv=None):
         if problem:
             parser.error(f"--out {args.out}: {problem}")
         return finish(report, out, parser, args)
-    problem = usable_out(out) or foreign_outputs(out)
+    problem = usable_out(out) or foreign_outputs(out, REPORT, PLOT, "peers")
     if problem:
         parser.error(f"--out {args.out}: {problem}")
     from models.locks import try_lock

@@ -145,6 +145,7 @@ def test_an_interrupt_stops_the_worker_and_writes_what_finished(tmp_path, signal
     third marked not run, one line, a non-zero exit."""
     out = tmp_path / "device"
     out.mkdir()
+    (out / "device_suite.json").write_text(json.dumps({"benchmark": "device_suite", "stages": []}))  # an earlier run's
     (out / "device_suite.png").write_bytes(b"an earlier run's picture")
     plan = {"stages": [["jax", ["transfer"]], ["jax", ["throughput"]], ["jax", ["transfer"]]],
             "shares": [0.3, 0.4, 0.3], "hang": True}
@@ -263,3 +264,18 @@ def test_the_report_records_data_dir_relative_to_the_repository(tmp_path, one_st
     report = one_stage.run_stages(in_process_args(tmp_path), one_stage.SMOKE)
     assert report["data_dir"] == repo_relative(CIFAR_DIR) and not os.path.isabs(report["data_dir"])
     assert json.loads((tmp_path / "device_suite.json").read_text())["data_dir"] == report["data_dir"]
+
+
+def test_files_a_user_wrote_in_out_are_never_replaced(tmp_path, capsys):
+    from benchmarks.device_suite import main
+
+    for name, content in (("device_suite.json", '{"mine": 1}'), ("device_suite.png", "my picture")):
+        out = tmp_path / name.replace(".", "-")
+        out.mkdir()
+        (out / name).write_text(content)
+        with pytest.raises(SystemExit) as exit_:
+            main(["--smoke", "--out", str(out), "--data-dir", str(CIFAR_DIR)])
+        assert exit_.value.code == 2
+        line = capsys.readouterr().err.strip().splitlines()[-1]
+        assert f"error: --out {out}: {name} there " in line and "(not replaced: choose another --out)" in line
+        assert (out / name).read_text() == content and sorted(p.name for p in out.iterdir()) == [name]
