@@ -125,7 +125,10 @@ def test_peers_quick_run_reports_every_backend_and_contender(tmp_path):
         torch_rows = {r["contender"]: r for r in torch["sizes"][0]["rows"]}
         vision = torch_rows["torchvision transforms.v2, one call per image"]
         assert vision["status"] == "ok" or (vision["status"] == "not installed" and "torch 2.13.0" in vision["reason"])
-        assert all(r["status"] == "skipped" and "--quick" in r["reason"]
+        # --quick compiles nothing; a peer not installed (CI installs no peers) says that first.
+        assert all((r["status"] == "skipped" and "--quick" in r["reason"])
+                   or (r["status"] == "not installed" and r["library"] != "gpuaug")
                    for name, r in torch_rows.items() if "torch.compile" in name)
+        assert torch_rows["gpuaug RandomTransform (torch.compile)"]["status"] == "skipped"
     assert (tmp_path / "peers.png").stat().st_size > 0
     assert "gpuaug best / fastest peer" in result.stdout
