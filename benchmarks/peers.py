@@ -39,8 +39,12 @@ epochs interleaved; median epoch after the first, as a multiple of the plain
 one, with what `model.jit_compile` ended up as and whether the augmentation's
 seed state advanced during fit.
 
-Writes --out/peers.json and --out/peers.png (grouped bars, log scale) and
-prints the tables. --quick: tiny sizes, one round, the workers at once: proves
+Writes --out/peers.json and --out/peers.png (grouped bars, log scale), each
+atomically, and prints the tables. An --out holding a peers.json that is not
+this benchmark's report, or a peers.png without one, is refused (one line):
+a user's files are never replaced; the workers write in a folder of the
+run's own, removed at its end; one run per --out at a time; SIGINT or SIGTERM
+stops every worker and writes nothing. --quick: tiny sizes, one round, the workers at once: proves
 the code, measures nothing (the tests run it).
 """
 
