@@ -15,6 +15,15 @@ def repo_relative(path):
     return pathlib.Path(os.path.relpath(pathlib.Path(path).resolve(), REPO)).as_posix()
 
 
+def file_mode():
+    """The permissions a new file gets from this process's umask (0o666 less
+    the umask): what a file written through `tempfile.mkstemp` (0o600) is
+    given before it replaces an output, so outputs keep the usual mode."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def is_report(path, benchmark):
     """Whether `path` is a regular file holding a JSON report of `benchmark`
     (its "benchmark" field)."""

@@ -66,7 +66,7 @@ import time
 
 import numpy as np
 
-from benchmarks import REPO, foreign_outputs, repo_relative
+from benchmarks import REPO, file_mode, foreign_outputs, repo_relative
 
 STAGES = (("jax", ("environment", "parity", "throughput")),
           ("torch", ("environment", "parity", "throughput")),
@@ -160,6 +160,7 @@ def write_json(path, data):
     try:
         with os.fdopen(descriptor, "w") as file:
             json.dump(data, file, indent=2)
+        os.chmod(temporary, file_mode())  # mkstemp's 0o600 otherwise
         os.replace(temporary, path)
     except BaseException:
         pathlib.Path(temporary).unlink(missing_ok=True)

@@ -66,7 +66,7 @@ import time
 
 import numpy as np
 
-from benchmarks import REPO, foreign_outputs
+from benchmarks import REPO, file_mode, foreign_outputs
 from benchmarks.device_suite import (COMMON, COMMON_TEXT, raise_interrupt, restore_handlers, set_handlers,
                                      signal_name, stop, usable_out, write_json)
 
@@ -817,6 +817,7 @@ def plot(report, path):
     os.close(descriptor)
     try:
         fig.savefig(temporary, dpi=100)
+        os.chmod(temporary, file_mode())  # mkstemp's 0o600 otherwise
         os.replace(temporary, path)
     finally:
         plt.close(fig)

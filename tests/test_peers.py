@@ -99,9 +99,13 @@ def test_files_a_user_wrote_are_never_replaced_or_removed(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == [".peers-jax.json", ".peers-torch.json", "notes.txt",
                                                      "peers.json", "peers.png"]
     assert all((out / name).read_text() == '{"user": 1}' for name in (".peers-jax.json", "notes.txt"))
-    # A second run replaces its own report and picture.
+    # A second run replaces its own report and picture, with the umask's permissions (not mkstemp's 0o600).
     status, _, stderr = run(tmp_path, "--quick", "--out", str(out))
     assert status == 0 and json.loads((out / "peers.json").read_text())["benchmark"] == "peers"
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("peers.json", "peers.png"):
+        assert (out / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
 
 
 def test_a_broken_backend_is_its_rows_with_the_reason(tmp_path):
