@@ -67,8 +67,9 @@ import time
 import numpy as np
 
 from benchmarks import REPO, file_mode, foreign_outputs
-from benchmarks.device_suite import (COMMON, COMMON_TEXT, raise_interrupt, restore_handlers, set_handlers,
-                                     signal_name, stop, usable_out, write_json)
+from benchmarks.device_suite import (COMMON, COMMON_TEXT, augmax_step, gpuaug_step, keras_layers_step, kornia_step,
+                                     raise_interrupt, restore_handlers, set_handlers, signal_name, stop,
+                                     torchvision_step, usable_out, write_json)
 
 BACKENDS = ("tensorflow", "jax", "torch")
 REPORT = "peers.json"
@@ -172,18 +173,6 @@ TORCHVISION_REASON = ("no torchvision wheel installs beside the torch 2.13.0 CPU
 
 # Steps: each make(images) -> step(images, i), images in the contender's layout ---------------------
 
-def gpuaug_step(mode):
-    from benchmarks import device_suite
-
-    return device_suite.gpuaug_step(mode)
-
-
-def keras_layers_step(mode):
-    from benchmarks import device_suite
-
-    return device_suite.keras_layers_step(mode)
-
-
 def keras_aug_layers():
     from keras_aug.layers.vision import RandomAffine, RandomFlip
 
@@ -236,12 +225,6 @@ def generator_step(images):
     return lambda images, i: next(iterator)
 
 
-def augmax_step(images):
-    from benchmarks import device_suite
-
-    return device_suite.augmax_step(images)
-
-
 def dm_pix_step(images):
     """dm_pix.rotate (bilinear, zero fill) then random_flip_left_right, per
     image, vmapped with one key per image, jitted."""
@@ -256,18 +239,6 @@ def dm_pix_step(images):
 
     transform = jax.jit(jax.vmap(one))
     return lambda images, i: transform(jax.random.split(jax.random.PRNGKey(i), images.shape[0]), images)
-
-
-def kornia_step(compiled):
-    from benchmarks import device_suite
-
-    return device_suite.kornia_step(compiled)
-
-
-def torchvision_step(images):
-    from benchmarks import device_suite
-
-    return device_suite.torchvision_step(images)
 
 
 # name, library (module name), capabilities key, kind ("gpuaug", "peer" or "reference"), layout,
