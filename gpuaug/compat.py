@@ -5,6 +5,7 @@ import warnings
 
 import keras
 
+from gpuaug.arguments import GENERATOR_NAMES
 from gpuaug.layers import RandomTransform
 from gpuaug.standardization import (
     FeaturewiseStandardization,
@@ -13,12 +14,8 @@ from gpuaug.standardization import (
     ZCAWhitening,
 )
 
-RANDOM_ARGUMENTS = (
-    "rotation_range", "width_shift_range", "height_shift_range",
-    "brightness_range", "shear_range", "zoom_range", "channel_shift_range",
-    "fill_mode", "cval", "horizontal_flip", "vertical_flip",
-    "interpolation_order", "data_format",
-)
+# What is read from an ImageDataGenerator: the arguments it shares with RandomTransform.
+RANDOM_ARGUMENTS = GENERATOR_NAMES
 
 
 def _as_generator(generator):

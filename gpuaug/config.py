@@ -10,11 +10,9 @@ import numbers
 
 import numpy as np
 
-FILL_MODES = ("constant", "nearest", "reflect", "wrap")
-INTERPOLATION_ORDERS = (0, 1)
-DATA_FORMATS = ("channels_last", "channels_first")
-SHIFT_AXES = ("reference", "named")
-CENTERS = ("reference", "image")
+from gpuaug import arguments as arguments_lib
+from gpuaug.arguments import CENTERS, DATA_FORMATS, FILL_MODES, INTERPOLATION_ORDERS, SHIFT_AXES  # noqa: F401
+
 BRIGHTNESS_CHANNELS = (1, 3, 4)
 SEED_RANGE = (0, 2**32 - 1)  # numpy's (np.random.seed), which ImageDataGenerator's seed goes to
 
@@ -282,53 +280,40 @@ class AugmentationConfig:
                 and whole(self.height_shift) and whole(self.width_shift))
 
     @classmethod
-    def from_arguments(
-        cls,
-        rotation_range=0,
-        width_shift_range=0.0,
-        height_shift_range=0.0,
-        brightness_range=None,
-        shear_range=0.0,
-        zoom_range=0.0,
-        channel_shift_range=0.0,
-        fill_mode="nearest",
-        cval=0.0,
-        horizontal_flip=False,
-        vertical_flip=False,
-        interpolation_order=1,
-        shift_axes="reference",
-        center="reference",
-        perspective_range=0.0,
-        distortion_range=0.0,
-    ):
-        for name, value in dict(locals()).items():  # every argument; strings and flags pass
-            if name != "cls":
-                _check_magnitude(name, value)
-        order = interpolation_order
+    def from_arguments(cls, **arguments):
+        """Checks and normalizes `ImageDataGenerator`-style keyword
+        arguments: the names of `gpuaug.arguments.AUGMENTATION_NAMES`, each
+        defaulting to the table's default (an unknown name: TypeError)."""
+        arguments_lib.check_names(arguments, arguments_lib.AUGMENTATION_NAMES, "from_arguments")
+        arguments = {**arguments_lib.defaults(arguments_lib.AUGMENTATION_NAMES), **arguments}
+        for name, value in arguments.items():  # every argument; strings and flags pass
+            _check_magnitude(name, value)
+        a = arguments
+        order = a["interpolation_order"]
         if _is_bool(order) or not _is_real(order) or order not in INTERPOLATION_ORDERS:
             raise ValueError(
                 "`interpolation_order` must be 0 (nearest) or 1 (bilinear); "
                 f"higher spline orders are not supported. Received: {order!r}"
             )
         return cls(
-            rotation_range=float(_finite_real("rotation_range", rotation_range, 0)),
-            height_shift=parse_shift_range("height_shift_range", height_shift_range),
-            width_shift=parse_shift_range("width_shift_range", width_shift_range),
-            shear_range=float(_finite_real("shear_range", shear_range, 0)),
-            zoom_range=parse_zoom_range(zoom_range),
+            rotation_range=float(_finite_real("rotation_range", a["rotation_range"], 0)),
+            height_shift=parse_shift_range("height_shift_range", a["height_shift_range"]),
+            width_shift=parse_shift_range("width_shift_range", a["width_shift_range"]),
+            shear_range=float(_finite_real("shear_range", a["shear_range"], 0)),
+            zoom_range=parse_zoom_range(a["zoom_range"]),
             channel_shift_range=float(
-                _finite_real("channel_shift_range", channel_shift_range, 0)
+                _finite_real("channel_shift_range", a["channel_shift_range"], 0)
             ),
-            brightness_range=parse_brightness_range(brightness_range),
-            horizontal_flip=parse_flag("horizontal_flip", horizontal_flip),
-            vertical_flip=parse_flag("vertical_flip", vertical_flip),
-            fill_mode=_choice("fill_mode", fill_mode, FILL_MODES),
-            cval=float(_finite_real("cval", cval)),
+            brightness_range=parse_brightness_range(a["brightness_range"]),
+            horizontal_flip=parse_flag("horizontal_flip", a["horizontal_flip"]),
+            vertical_flip=parse_flag("vertical_flip", a["vertical_flip"]),
+            fill_mode=_choice("fill_mode", a["fill_mode"], FILL_MODES),
+            cval=float(_finite_real("cval", a["cval"])),
             interpolation_order=int(order),
-            shift_axes=_choice("shift_axes", shift_axes, SHIFT_AXES),
-            center=_choice("center", center, CENTERS),
-            perspective_range=parse_perspective_range(perspective_range),
-            distortion_range=parse_distortion_range(distortion_range),
+            shift_axes=_choice("shift_axes", a["shift_axes"], SHIFT_AXES),
+            center=_choice("center", a["center"], CENTERS),
+            perspective_range=parse_perspective_range(a["perspective_range"]),
+            distortion_range=parse_distortion_range(a["distortion_range"]),
         )
 
 

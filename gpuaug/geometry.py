@@ -52,11 +52,22 @@ def border_point(dx, dy, height, width):
 class Geometry(NamedTuple):
     """matrices: float32 (N, 3, 3) (or (1, 3, 3)), output (x, y, 1) -> input
     point; projective: whether their last row matters (a perspective);
-    distortion: None or (k1, k2), each scalar or (N,)."""
+    distortion: None or (k1, k2), each scalar or (N,); inverse: None, or the
+    push matrices `matrices.invert(matrices, height, width)` computed once
+    for an image size (`with_inverse`), for targets moved at that size."""
 
     matrices: object
     projective: bool = False
     distortion: tuple = None
+    inverse: object = None
+
+    def with_inverse(self, height, width):
+        """This geometry with `inverse` for images of height x width (the
+        size every later `forward_points` or `push_homogeneous` call must
+        pass), so that each target moved with it reuses one inverse."""
+        if self.inverse is not None:
+            return self
+        return self._replace(inverse=matrices_lib.invert(self.matrices, height, width))
 
     def _rows(self, x, y):
         m = self.matrices
@@ -136,8 +147,10 @@ class Geometry(NamedTuple):
     def push_homogeneous(self, x, y, height, width):
         """The inverse matrix (`matrices.invert`) applied to pre-lens input
         points x, y: homogeneous output coordinates (hx, hy, w), w > 0 exactly
-        where the point is on the shown side of the horizon (w = 1 affine)."""
-        forward = Geometry(matrices_lib.invert(self.matrices, height, width), projective=True)
+        where the point is on the shown side of the horizon (w = 1 affine).
+        Uses `inverse` when set (computed for this height and width)."""
+        inverse = self.inverse if self.inverse is not None else matrices_lib.invert(self.matrices, height, width)
+        forward = Geometry(inverse, projective=True)
         row = forward._rows(x, y)
         return row(0), row(1), row(2)
 

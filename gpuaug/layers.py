@@ -3,7 +3,8 @@
 import keras
 from keras.src.utils import tracking
 
-from gpuaug import backend, colour, config as config_lib, geometry as geometry_lib, sampling, targets, warp
+from gpuaug import arguments as arguments_lib, backend, colour, config as config_lib, geometry as geometry_lib, \
+    sampling, targets, warp
 from gpuaug.backend import ops
 from gpuaug.distribute import ReplicaSeedGenerator
 
@@ -105,6 +106,8 @@ class RandomTransform(backend.RunsInTensorFlowGraphs, keras.layers.Layer):
         distortion_range=0.0,
         **kwargs,
     ):
+        # The table's arguments, by name (the signature is the table's: tests/test_arguments.py).
+        given = {name: value for name, value in locals().items() if name in arguments_lib.BY_NAME}
         super().__init__(**kwargs)
         self._convert_input_args = False  # see __call__
         if bounding_box_format is not None and bounding_box_format not in targets.BOX_FORMATS:
@@ -114,23 +117,7 @@ class RandomTransform(backend.RunsInTensorFlowGraphs, keras.layers.Layer):
         self.bounding_box_format = bounding_box_format
         self.mask_fill_value = mask_fill_value
         self.augmentation = config_lib.AugmentationConfig.from_arguments(
-            rotation_range=rotation_range,
-            width_shift_range=width_shift_range,
-            height_shift_range=height_shift_range,
-            brightness_range=brightness_range,
-            shear_range=shear_range,
-            zoom_range=zoom_range,
-            channel_shift_range=channel_shift_range,
-            fill_mode=fill_mode,
-            cval=cval,
-            horizontal_flip=horizontal_flip,
-            vertical_flip=vertical_flip,
-            interpolation_order=interpolation_order,
-            shift_axes=shift_axes,
-            center=center,
-            perspective_range=perspective_range,
-            distortion_range=distortion_range,
-        )
+            **{name: given[name] for name in arguments_lib.AUGMENTATION_NAMES})
         self.data_format = config_lib.standardize_data_format(
             data_format, keras.config.image_data_format()
         )
@@ -140,28 +127,16 @@ class RandomTransform(backend.RunsInTensorFlowGraphs, keras.layers.Layer):
         self.seed_generator = ReplicaSeedGenerator(self.seed, name="seed_generator")
         # Plain Python values (numpy scalars and arrays become numbers and
         # lists), in the forms given: an int shift range and a float one
-        # differ, so each keeps its own.
+        # differ, so each keeps its own; flags, the interpolation order, the
+        # data format, the seed and the mask fill value in the layer's forms.
         self._arguments = config_lib.to_python({
-            "rotation_range": rotation_range,
-            "width_shift_range": width_shift_range,
-            "height_shift_range": height_shift_range,
-            "brightness_range": brightness_range,
-            "shear_range": shear_range,
-            "zoom_range": zoom_range,
-            "channel_shift_range": channel_shift_range,
-            "fill_mode": fill_mode,
-            "cval": cval,
+            **{name: given[name] for name in arguments_lib.NAMES},
             "horizontal_flip": self.augmentation.horizontal_flip,
             "vertical_flip": self.augmentation.vertical_flip,
             "interpolation_order": self.augmentation.interpolation_order,
             "data_format": self.data_format,
-            "shift_axes": shift_axes,
-            "center": center,
             "seed": self.seed,
-            "bounding_box_format": bounding_box_format,
             "mask_fill_value": mask_fill_value,
-            "perspective_range": perspective_range,
-            "distortion_range": distortion_range,
         })
 
     @tracking.no_automatic_dependency_tracking
@@ -216,12 +191,12 @@ class RandomTransform(backend.RunsInTensorFlowGraphs, keras.layers.Layer):
 
         outputs = {}
         for key, value in inputs.items():
-            if key == "images":
+            if key == targets.IMAGES:
                 outputs[key] = like(value, self.compute_dtype)
-            elif key == "bounding_boxes":
+            elif key == targets.BOUNDING_BOXES:
                 outputs[key] = {name: like(part, "float32" if name == "boxes" else None)
                                 for name, part in value.items()}
-            elif key == "keypoints":
+            elif key == targets.KEYPOINTS:
                 outputs[key] = like(value, "float32")
             else:  # masks keep their dtype, labels pass through
                 outputs[key] = like(value)
@@ -267,10 +242,12 @@ class RandomTransform(backend.RunsInTensorFlowGraphs, keras.layers.Layer):
         """
         return self._transform_images(images, transformation)
 
-    def _transform_images(self, images, transformation, whole_pixels=False):
+    def _transform_images(self, images, transformation, whole_pixels=False, geometry=None):
         """`transform_images`; `whole_pixels`: the dict moves whole pixels
         only (drawn from a configuration that `moves_whole_pixels`), so the
-        warp is a copy: one gather of the nearest (= the sampled) pixel."""
+        warp is a copy: one gather of the nearest (= the sampled) pixel.
+        `geometry`: the dict's `geometry.Geometry` for these images' size,
+        when the caller has it already (a dict input's one per call)."""
         shape = self._check_images(images)
         images = ops.convert_to_tensor(images)
         single = len(shape) == 3
@@ -282,18 +259,20 @@ class RandomTransform(backend.RunsInTensorFlowGraphs, keras.layers.Layer):
         if any(isinstance(d, int) and d == 0 for d in ops.shape(images)):
             outputs = ops.cast(images, "float32")  # nothing to resample
         else:
-            outputs = self._apply(images, transformation, height, width, whole_pixels)
+            outputs = self._apply(images, transformation, height, width, whole_pixels, geometry)
         if self.data_format == "channels_first":
             outputs = ops.transpose(outputs, (0, 3, 1, 2))
         if single:
             outputs = outputs[0]
         return ops.cast(outputs, self.compute_dtype)
 
-    def _apply(self, images, transformation, height, width, whole_pixels=False):
+    def _apply(self, images, transformation, height, width, whole_pixels=False, geometry=None):
         augmentation = self.augmentation
+        if geometry is None:
+            geometry = self._geometry(transformation, height, width)
         outputs = warp.warp_images(
             images,
-            self._geometry(transformation, height, width),
+            geometry,
             fill_mode=augmentation.fill_mode,
             cval=augmentation.cval,
             # At pixel centres, order 0 (one gather) gives order 1's pixels.
@@ -321,6 +300,11 @@ class RandomTransform(backend.RunsInTensorFlowGraphs, keras.layers.Layer):
         """Applies a transformation dict's geometry to (N, H, W, C) or
         (N, H, W) masks (channels first if so configured): nearest pixel,
         no colour change, `mask_fill_value` for "constant", dtype kept."""
+        return self._transform_segmentation_masks(masks, transformation)
+
+    def _transform_segmentation_masks(self, masks, transformation, geometry=None):
+        """`transform_segmentation_masks`, with the images' `geometry` when
+        the caller has it (masks have the images' height and width)."""
         targets.check_masks_survive_the_backend(masks)
         masks = ops.convert_to_tensor(masks)
         targets.check_mask_fill_value(self.mask_fill_value, masks.dtype)
@@ -332,9 +316,9 @@ class RandomTransform(backend.RunsInTensorFlowGraphs, keras.layers.Layer):
             masks = masks[..., None]
         elif self.data_format == "channels_first":
             masks = ops.transpose(masks, (0, 2, 3, 1))
-        height, width = ops.shape(masks)[1], ops.shape(masks)[2]
-        outputs = targets.transform_masks(masks, self._geometry(transformation, height, width),
-                                          self.augmentation.fill_mode, self.mask_fill_value)
+        if geometry is None:
+            geometry = self._geometry(transformation, ops.shape(masks)[1], ops.shape(masks)[2])
+        outputs = targets.transform_masks(masks, geometry, self.augmentation.fill_mode, self.mask_fill_value)
         if rank == 3:
             return outputs[..., 0]
         if self.data_format == "channels_first":
@@ -357,45 +341,62 @@ class RandomTransform(backend.RunsInTensorFlowGraphs, keras.layers.Layer):
     def transform_bounding_boxes(self, bounding_boxes, transformation, height, width):
         """Moves {"boxes": (N, B, 4), "labels": (N, B)} in
         `bounding_box_format` with images of height x width pixels."""
+        return self._transform_bounding_boxes(bounding_boxes, transformation, height, width)
+
+    def _transform_bounding_boxes(self, bounding_boxes, transformation, height, width, geometry=None):
         if self.bounding_box_format is None:
             raise ValueError("Inputs with 'bounding_boxes' need the layer's `bounding_box_format`, one of "
                              f"{targets.BOX_FORMATS}.")
         if not isinstance(bounding_boxes, dict) or "boxes" not in bounding_boxes:
             raise ValueError("'bounding_boxes' must be a dict with 'boxes' (N, B, 4) and optionally 'labels'.")
-        return targets.transform_bounding_boxes(bounding_boxes, self._geometry(transformation, height, width),
-                                                height, width, self.bounding_box_format)
+        if geometry is None:
+            geometry = self._geometry(transformation, height, width)
+        return targets.transform_bounding_boxes(bounding_boxes, geometry, height, width, self.bounding_box_format)
 
     @backend.switches_in_tensorflow_graphs
     def transform_keypoints(self, keypoints, transformation, height, width):
         """Moves (N, K, 2) keypoints (x, y pixels); those that leave the
         image become (-1, -1) (`targets.KEYPOINT_OUTSIDE`)."""
-        return targets.transform_keypoints(keypoints, self._geometry(transformation, height, width), height, width)
+        return self._transform_keypoints(keypoints, transformation, height, width)
+
+    def _transform_keypoints(self, keypoints, transformation, height, width, geometry=None):
+        if geometry is None:
+            geometry = self._geometry(transformation, height, width)
+        return targets.transform_keypoints(keypoints, geometry, height, width)
 
     def _call_dict(self, data, training):
-        unknown = set(data) - {"images", "labels", "bounding_boxes", "segmentation_masks", "keypoints"}
-        if "images" not in data or unknown:
-            raise ValueError("A dict input needs 'images' and may have 'labels', 'bounding_boxes', "
-                             f"'segmentation_masks', 'keypoints'; received keys {sorted(data)}.")
-        images = data["images"]
+        unknown = set(data) - set(targets.DICT_KEYS)
+        if targets.IMAGES not in data or unknown:
+            optional = ", ".join(repr(key) for key in targets.DICT_KEYS if key != targets.IMAGES)
+            raise ValueError(f"A dict input needs {targets.IMAGES!r} and may have {optional}; "
+                             f"received keys {sorted(data)}.")
+        images = data[targets.IMAGES]
         outputs = dict(data)
         if len(ops.shape(images)) != 4:
             raise ValueError(f"Dict inputs need a batch of images (rank 4); received shape {tuple(ops.shape(images))}.")
         if not training or self.augmentation.is_identity:
-            outputs["images"] = ops.cast(images, self.compute_dtype)
+            outputs[targets.IMAGES] = ops.cast(images, self.compute_dtype)
             return outputs
         height, width = self._image_size(ops.shape(images))
-        if "segmentation_masks" in data:
-            self._check_mask_size(ops.shape(data["segmentation_masks"]), height, width, ops.shape(images))
+        masks, boxes, keypoints = targets.SEGMENTATION_MASKS, targets.BOUNDING_BOXES, targets.KEYPOINTS
+        if masks in data:
+            self._check_mask_size(ops.shape(data[masks]), height, width, ops.shape(images))
         transformation = self.get_random_transformation(images)
-        outputs["images"] = self._transform_images(images, transformation, self.augmentation.moves_whole_pixels)
-        if "segmentation_masks" in data:
-            outputs["segmentation_masks"] = self.transform_segmentation_masks(data["segmentation_masks"],
-                                                                              transformation)
-        if "bounding_boxes" in data:
-            outputs["bounding_boxes"] = self.transform_bounding_boxes(data["bounding_boxes"], transformation,
-                                                                      height, width)
-        if "keypoints" in data:
-            outputs["keypoints"] = self.transform_keypoints(data["keypoints"], transformation, height, width)
+        # One geometry per call (matrices, lens and, for boxes and keypoints, the
+        # inverse) for the images and every target.
+        geometry = self._geometry(transformation, height, width)
+        if boxes in data or keypoints in data:
+            geometry = geometry.with_inverse(height, width)
+        outputs[targets.IMAGES] = self._transform_images(images, transformation, self.augmentation.moves_whole_pixels,
+                                                         geometry=geometry)
+        if masks in data:
+            outputs[masks] = self._transform_segmentation_masks(data[masks], transformation, geometry=geometry)
+        if boxes in data:
+            outputs[boxes] = self._transform_bounding_boxes(data[boxes], transformation, height, width,
+                                                            geometry=geometry)
+        if keypoints in data:
+            outputs[keypoints] = self._transform_keypoints(data[keypoints], transformation, height, width,
+                                                           geometry=geometry)
         return outputs
 
     def __call__(self, inputs, *args, **kwargs):
@@ -407,8 +408,8 @@ class RandomTransform(backend.RunsInTensorFlowGraphs, keras.layers.Layer):
         # In a tf.data pipeline (a TensorFlow graph) on JAX or PyTorch, the
         # call runs Keras' TensorFlow functions, as Keras' own image layers do
         # there, and draws from a TensorFlow seed generator (the mixin).
-        if isinstance(inputs, dict) and "segmentation_masks" in inputs:
-            targets.check_masks_survive_the_backend(inputs["segmentation_masks"])
+        if isinstance(inputs, dict) and targets.SEGMENTATION_MASKS in inputs:
+            targets.check_masks_survive_the_backend(inputs[targets.SEGMENTATION_MASKS])
         if not backend.needs_tensorflow(inputs):
             inputs = keras.tree.map_structure(backend.as_tensor, inputs)
         return super().__call__(inputs, *args, **kwargs)

@@ -17,6 +17,16 @@ from gpuaug.backend import ops
 
 from gpuaug import geometry as geometry_lib, lens, warp
 
+# The keys of a dict input (Keras 3's convention), in the order messages list
+# them, each with what the layer does with it: "images" are resampled, the
+# targets "moved" follow them with the same geometry, "labels" pass through.
+IMAGES, LABELS = "images", "labels"
+BOUNDING_BOXES, SEGMENTATION_MASKS, KEYPOINTS = "bounding_boxes", "segmentation_masks", "keypoints"
+KEYS = ((IMAGES, "resampled"), (LABELS, "passed through"), (BOUNDING_BOXES, "moved"),
+        (SEGMENTATION_MASKS, "moved"), (KEYPOINTS, "moved"))
+DICT_KEYS = tuple(key for key, _ in KEYS)
+MOVED = tuple(key for key, role in KEYS if role == "moved")
+
 KEYPOINT_OUTSIDE = -1.0  # both coordinates of a keypoint that leaves the image
 BOX_FORMATS = ("xyxy", "yxyx", "xywh", "center_xywh", "center_yxhw",
                "rel_xyxy", "rel_yxyx", "rel_xywh", "rel_center_xywh")

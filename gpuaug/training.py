@@ -19,6 +19,11 @@ import keras
 from gpuaug import targets
 
 
+DEFAULT_TARGET = targets.SEGMENTATION_MASKS
+# What can be trained on: the targets the layer moves (`targets.MOVED`), the default first.
+TARGETS = (DEFAULT_TARGET,) + tuple(key for key in targets.MOVED if key != DEFAULT_TARGET)
+
+
 @keras.saving.register_keras_serializable(package="gpuaug")
 class TrainWithTargets(keras.Model):
     """Fits `model` on images and targets augmented together.
@@ -38,17 +43,16 @@ class TrainWithTargets(keras.Model):
         trainer.model.save("segmenter.keras")      # no augmentation inside
     """
 
-    def __init__(self, model, augmentation, target="segmentation_masks", **kwargs):
+    def __init__(self, model, augmentation, target=DEFAULT_TARGET, **kwargs):
         super().__init__(**kwargs)
-        if target not in ("segmentation_masks", "bounding_boxes", "keypoints"):
-            raise ValueError("`target` must be one of 'segmentation_masks', 'bounding_boxes', 'keypoints'. "
-                             f"Received: {target!r}")
+        if target not in TARGETS:
+            raise ValueError(f"`target` must be one of {', '.join(map(repr, TARGETS))}. Received: {target!r}")
         self.model = model
         self.augmentation = augmentation
         self.target = target
 
     def _check_targets(self, x):
-        if isinstance(x, dict) and self.target == "segmentation_masks" and self.target in x:
+        if isinstance(x, dict) and self.target == targets.SEGMENTATION_MASKS and self.target in x:
             targets.check_masks_survive_the_backend(x[self.target])
 
     def fit(self, x=None, *args, **kwargs):
@@ -62,12 +66,12 @@ class TrainWithTargets(keras.Model):
     def call(self, inputs, training=None):
         if not isinstance(inputs, dict):
             return self.model(inputs, training=training)
-        if "images" not in inputs or self.target not in inputs:
-            raise ValueError(f"TrainWithTargets expects x = {{'images': ..., {self.target!r}: ...}}; "
+        if targets.IMAGES not in inputs or self.target not in inputs:
+            raise ValueError(f"TrainWithTargets expects x = {{{targets.IMAGES!r}: ..., {self.target!r}: ...}}; "
                              f"received keys {sorted(inputs)}.")
-        data = self.augmentation({"images": inputs["images"], self.target: inputs[self.target]},
+        data = self.augmentation({targets.IMAGES: inputs[targets.IMAGES], self.target: inputs[self.target]},
                                  training=training)
-        return {"predictions": self.model(data["images"], training=training), "targets": data[self.target]}
+        return {"predictions": self.model(data[targets.IMAGES], training=training), "targets": data[self.target]}
 
     @staticmethod
     def _unpack(y, y_pred):

@@ -231,7 +231,7 @@ def warp_images(
         (N, H, W, C): float32, or the input's dtype with `keep_dtype`.
     """
     if isinstance(matrices, Geometry):
-        matrices, projective, distortion = matrices
+        matrices, projective, distortion = matrices.matrices, matrices.projective, matrices.distortion
     if keep_dtype and interpolation_order != 0:
         raise ValueError("`keep_dtype` needs `interpolation_order=0` (nearest pixel).")
     if not keep_dtype:

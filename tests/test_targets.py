@@ -192,6 +192,70 @@ def test_keypoints_that_leave_the_image_get_the_sentinel():
     np.testing.assert_allclose(moved, [[[7.0, 3.0], [-1.0, -1.0]]])
 
 
+@pytest.mark.parametrize("settings", [
+    dict(GEOMETRY),
+    dict(GEOMETRY, data_format="channels_first", fill_mode="constant"),
+    dict(rotation_range=10, perspective_range=0.3, distortion_range=[0.1, 0.02], fill_mode="reflect"),
+], ids=["affine", "channels-first", "perspective-and-lens"])
+def test_a_dict_call_computes_one_geometry_for_the_images_and_every_target(monkeypatch, settings):
+    """One `geometry.geometry` (matrices, lens) and one inverse per call, not
+    one per target; the outputs bit for bit those of the public per-target
+    hooks called alone with the same transformation (each computing its own)."""
+    from gpuaug import geometry as geometry_lib, matrices as matrices_lib
+
+    calls = {"geometry": 0, "invert": 0}
+
+    def counted(function, key):
+        def wrapper(*args, **kwargs):
+            calls[key] += 1
+            return function(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(geometry_lib, "geometry", counted(geometry_lib.geometry, "geometry"))
+    monkeypatch.setattr(matrices_lib, "invert", counted(matrices_lib.invert, "invert"))
+    rng = np.random.default_rng(8)
+    height, width = 20, 24
+    first = settings.get("data_format") == "channels_first"
+    images = rng.uniform(0, 255, (5, 3, height, width) if first else (5, height, width, 3)).astype("float32")
+    masks = rng.integers(0, 5, (5, 1, height, width) if first else (5, height, width, 1)).astype("int32")
+    boxes = {"boxes": np.tile(RECTANGLES[None, :3], (5, 1, 1)).astype("float32"), "labels": np.ones((5, 3), "int32")}
+    keypoints = rng.uniform(0, 20, (5, 6, 2)).astype("float32")
+    data = {"images": images, "segmentation_masks": masks, "bounding_boxes": boxes, "keypoints": keypoints,
+            "labels": np.arange(5)}
+    out = gpuaug.RandomTransform(**settings, bounding_box_format="xyxy", seed=5)(data, training=True)
+    assert calls == {"geometry": 1, "invert": 1}
+
+    alone = gpuaug.RandomTransform(**settings, bounding_box_format="xyxy", seed=5)
+    t = alone.get_random_transformation(images)
+    expected = {"images": alone.transform_images(images, t),
+                "segmentation_masks": alone.transform_segmentation_masks(masks, t),
+                "bounding_boxes": alone.transform_bounding_boxes(boxes, t, height, width),
+                "keypoints": alone.transform_keypoints(keypoints, t, height, width)}
+    assert calls == {"geometry": 5, "invert": 3}  # the hooks alone: one geometry each, boxes and keypoints invert
+    assert set(out) == set(data) == set(targets.DICT_KEYS)
+    for key, value in expected.items():
+        for ours, theirs in zip(keras.tree.flatten(out[key]), keras.tree.flatten(value)):
+            ours, theirs = np.asarray(ours), np.asarray(theirs)
+            assert ours.dtype == theirs.dtype and np.array_equal(ours, theirs), key
+    np.testing.assert_array_equal(np.asarray(out["labels"]), data["labels"])
+
+
+def test_the_target_keys_are_one_table():
+    assert targets.DICT_KEYS == ("images", "labels", "bounding_boxes", "segmentation_masks", "keypoints")
+    assert targets.MOVED == ("bounding_boxes", "segmentation_masks", "keypoints")
+    layer = gpuaug.RandomTransform(rotation_range=10)
+    with pytest.raises(ValueError) as info:
+        layer({"images": np.zeros((1, 4, 4, 1)), "masks": np.zeros((1, 4, 4))}, training=True)
+    assert ("A dict input needs 'images' and may have 'labels', 'bounding_boxes', 'segmentation_masks', "
+            "'keypoints'; received keys ['images', 'masks'].") in str(info.value)
+    with pytest.raises(ValueError) as info:
+        gpuaug.TrainWithTargets(keras.Sequential([]), layer, target="labels")
+    assert str(info.value) == ("`target` must be one of 'segmentation_masks', 'bounding_boxes', 'keypoints'. "
+                               "Received: 'labels'")
+    for target in targets.MOVED:
+        assert gpuaug.TrainWithTargets(keras.Sequential([]), layer, target=target).target == target
+
+
 def test_inference_passes_targets_through_and_bad_inputs_are_value_errors():
     layer = gpuaug.RandomTransform(**GEOMETRY)
     data = {"images": np.zeros((2, 8, 8, 3), "uint8"), "segmentation_masks": np.ones((2, 8, 8, 1), "int32")}
