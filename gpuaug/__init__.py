@@ -3,6 +3,7 @@
 from gpuaug.compat import from_image_data_generator
 from gpuaug.layers import RandomTransform
 from gpuaug.matrices import transform_matrices
+from gpuaug.mixing import CutMix, MixUp, TrainWithMixing
 from gpuaug.sampling import sample_transformation
 from gpuaug.standardization import (
     FeaturewiseStandardization,
@@ -14,10 +15,13 @@ from gpuaug.training import TrainWithTargets
 from gpuaug.warp import warp_images
 
 __all__ = [
+    "CutMix",
     "FeaturewiseStandardization",
     "ImagenetPreprocessing",
+    "MixUp",
     "RandomTransform",
     "SamplewiseStandardization",
+    "TrainWithMixing",
     "TrainWithTargets",
     "ZCAWhitening",
     "from_image_data_generator",
