@@ -9,6 +9,13 @@ from gpuaug.backend import ops
 from gpuaug.distribute import ReplicaSeedGenerator
 
 
+def _same_size(size, other):
+    """Whether two (height, width) pairs may be the same: equal where both
+    are Python ints (a dimension known only when run, a tensor, is taken
+    to match: a dict call's masks have the images' size)."""
+    return all(a == b for a, b in zip(size, other) if isinstance(a, int) and isinstance(b, int))
+
+
 @keras.saving.register_keras_serializable(package="gpuaug")
 class RandomTransform(backend.RunsInTensorFlowGraphs, keras.layers.Layer):
     """Random rotation, shift, shear, zoom, flips, channel shift and brightness,
@@ -242,12 +249,10 @@ class RandomTransform(backend.RunsInTensorFlowGraphs, keras.layers.Layer):
         """
         return self._transform_images(images, transformation)
 
-    def _transform_images(self, images, transformation, whole_pixels=False, geometry=None):
+    def _transform_images(self, images, transformation, whole_pixels=False):
         """`transform_images`; `whole_pixels`: the dict moves whole pixels
         only (drawn from a configuration that `moves_whole_pixels`), so the
-        warp is a copy: one gather of the nearest (= the sampled) pixel.
-        `geometry`: the dict's `geometry.Geometry` for these images' size,
-        when the caller has it already (a dict input's one per call)."""
+        warp is a copy: one gather of the nearest (= the sampled) pixel."""
         shape = self._check_images(images)
         images = ops.convert_to_tensor(images)
         single = len(shape) == 3
@@ -259,20 +264,18 @@ class RandomTransform(backend.RunsInTensorFlowGraphs, keras.layers.Layer):
         if any(isinstance(d, int) and d == 0 for d in ops.shape(images)):
             outputs = ops.cast(images, "float32")  # nothing to resample
         else:
-            outputs = self._apply(images, transformation, height, width, whole_pixels, geometry)
+            outputs = self._apply(images, transformation, height, width, whole_pixels)
         if self.data_format == "channels_first":
             outputs = ops.transpose(outputs, (0, 3, 1, 2))
         if single:
             outputs = outputs[0]
         return ops.cast(outputs, self.compute_dtype)
 
-    def _apply(self, images, transformation, height, width, whole_pixels=False, geometry=None):
+    def _apply(self, images, transformation, height, width, whole_pixels=False):
         augmentation = self.augmentation
-        if geometry is None:
-            geometry = self._geometry(transformation, height, width)
         outputs = warp.warp_images(
             images,
-            geometry,
+            self._geometry(transformation, height, width),
             fill_mode=augmentation.fill_mode,
             cval=augmentation.cval,
             # At pixel centres, order 0 (one gather) gives order 1's pixels.
@@ -290,7 +293,14 @@ class RandomTransform(backend.RunsInTensorFlowGraphs, keras.layers.Layer):
 
     def _geometry(self, transformation, height, width):
         """The transformation dict's `geometry.Geometry`: one matrix per image
-        (perspective composed in) and the lens map, if any."""
+        (perspective composed in) and the lens map, if any. Inside a dict
+        call, for that call's transformation dict (the same object) and the
+        images' size, the one the call computed (`_call_dict`), so that the
+        images and every target, through the public per-target methods
+        (which subclasses may override), share one geometry."""
+        shared = self.__dict__.get("_call_geometry")
+        if shared is not None and shared[0] is transformation and _same_size(shared[1], (height, width)):
+            return shared[2]
         augmentation = self.augmentation
         return geometry_lib.geometry(transformation, height, width, shift_axes=augmentation.shift_axes,
                                      center=augmentation.center)
@@ -300,11 +310,6 @@ class RandomTransform(backend.RunsInTensorFlowGraphs, keras.layers.Layer):
         """Applies a transformation dict's geometry to (N, H, W, C) or
         (N, H, W) masks (channels first if so configured): nearest pixel,
         no colour change, `mask_fill_value` for "constant", dtype kept."""
-        return self._transform_segmentation_masks(masks, transformation)
-
-    def _transform_segmentation_masks(self, masks, transformation, geometry=None):
-        """`transform_segmentation_masks`, with the images' `geometry` when
-        the caller has it (masks have the images' height and width)."""
         targets.check_masks_survive_the_backend(masks)
         masks = ops.convert_to_tensor(masks)
         targets.check_mask_fill_value(self.mask_fill_value, masks.dtype)
@@ -316,8 +321,7 @@ class RandomTransform(backend.RunsInTensorFlowGraphs, keras.layers.Layer):
             masks = masks[..., None]
         elif self.data_format == "channels_first":
             masks = ops.transpose(masks, (0, 2, 3, 1))
-        if geometry is None:
-            geometry = self._geometry(transformation, ops.shape(masks)[1], ops.shape(masks)[2])
+        geometry = self._geometry(transformation, ops.shape(masks)[1], ops.shape(masks)[2])
         outputs = targets.transform_masks(masks, geometry, self.augmentation.fill_mode, self.mask_fill_value)
         if rank == 3:
             return outputs[..., 0]
@@ -341,28 +345,19 @@ class RandomTransform(backend.RunsInTensorFlowGraphs, keras.layers.Layer):
     def transform_bounding_boxes(self, bounding_boxes, transformation, height, width):
         """Moves {"boxes": (N, B, 4), "labels": (N, B)} in
         `bounding_box_format` with images of height x width pixels."""
-        return self._transform_bounding_boxes(bounding_boxes, transformation, height, width)
-
-    def _transform_bounding_boxes(self, bounding_boxes, transformation, height, width, geometry=None):
         if self.bounding_box_format is None:
             raise ValueError("Inputs with 'bounding_boxes' need the layer's `bounding_box_format`, one of "
                              f"{targets.BOX_FORMATS}.")
         if not isinstance(bounding_boxes, dict) or "boxes" not in bounding_boxes:
             raise ValueError("'bounding_boxes' must be a dict with 'boxes' (N, B, 4) and optionally 'labels'.")
-        if geometry is None:
-            geometry = self._geometry(transformation, height, width)
-        return targets.transform_bounding_boxes(bounding_boxes, geometry, height, width, self.bounding_box_format)
+        return targets.transform_bounding_boxes(bounding_boxes, self._geometry(transformation, height, width),
+                                                height, width, self.bounding_box_format)
 
     @backend.switches_in_tensorflow_graphs
     def transform_keypoints(self, keypoints, transformation, height, width):
         """Moves (N, K, 2) keypoints (x, y pixels); those that leave the
         image become (-1, -1) (`targets.KEYPOINT_OUTSIDE`)."""
-        return self._transform_keypoints(keypoints, transformation, height, width)
-
-    def _transform_keypoints(self, keypoints, transformation, height, width, geometry=None):
-        if geometry is None:
-            geometry = self._geometry(transformation, height, width)
-        return targets.transform_keypoints(keypoints, geometry, height, width)
+        return targets.transform_keypoints(keypoints, self._geometry(transformation, height, width), height, width)
 
     def _call_dict(self, data, training):
         unknown = set(data) - set(targets.DICT_KEYS)
@@ -382,21 +377,24 @@ class RandomTransform(backend.RunsInTensorFlowGraphs, keras.layers.Layer):
         if masks in data:
             self._check_mask_size(ops.shape(data[masks]), height, width, ops.shape(images))
         transformation = self.get_random_transformation(images)
-        # One geometry per call (matrices, lens and, for boxes and keypoints, the
-        # inverse) for the images and every target.
-        geometry = self._geometry(transformation, height, width)
+        # One geometry per call (matrices, lens and, for boxes and keypoints,
+        # the inverse), which `_geometry` gives the images and every target.
+        geometry = geometry_lib.geometry(transformation, height, width, shift_axes=self.augmentation.shift_axes,
+                                         center=self.augmentation.center)
         if boxes in data or keypoints in data:
             geometry = geometry.with_inverse(height, width)
-        outputs[targets.IMAGES] = self._transform_images(images, transformation, self.augmentation.moves_whole_pixels,
-                                                         geometry=geometry)
-        if masks in data:
-            outputs[masks] = self._transform_segmentation_masks(data[masks], transformation, geometry=geometry)
-        if boxes in data:
-            outputs[boxes] = self._transform_bounding_boxes(data[boxes], transformation, height, width,
-                                                            geometry=geometry)
-        if keypoints in data:
-            outputs[keypoints] = self._transform_keypoints(data[keypoints], transformation, height, width,
-                                                           geometry=geometry)
+        self.__dict__["_call_geometry"] = (transformation, (height, width), geometry)  # not a tracked attribute
+        try:
+            outputs[targets.IMAGES] = self._transform_images(images, transformation,
+                                                             self.augmentation.moves_whole_pixels)
+            if masks in data:
+                outputs[masks] = self.transform_segmentation_masks(data[masks], transformation)
+            if boxes in data:
+                outputs[boxes] = self.transform_bounding_boxes(data[boxes], transformation, height, width)
+            if keypoints in data:
+                outputs[keypoints] = self.transform_keypoints(data[keypoints], transformation, height, width)
+        finally:
+            self.__dict__.pop("_call_geometry", None)  # no tensor of this call kept
         return outputs
 
     def __call__(self, inputs, *args, **kwargs):

@@ -222,8 +222,10 @@ def test_a_dict_call_computes_one_geometry_for_the_images_and_every_target(monke
     keypoints = rng.uniform(0, 20, (5, 6, 2)).astype("float32")
     data = {"images": images, "segmentation_masks": masks, "bounding_boxes": boxes, "keypoints": keypoints,
             "labels": np.arange(5)}
-    out = gpuaug.RandomTransform(**settings, bounding_box_format="xyxy", seed=5)(data, training=True)
+    layer = gpuaug.RandomTransform(**settings, bounding_box_format="xyxy", seed=5)
+    out = layer(data, training=True)
     assert calls == {"geometry": 1, "invert": 1}
+    assert "_call_geometry" not in layer.__dict__  # nothing of the call kept
 
     alone = gpuaug.RandomTransform(**settings, bounding_box_format="xyxy", seed=5)
     t = alone.get_random_transformation(images)
@@ -238,6 +240,14 @@ def test_a_dict_call_computes_one_geometry_for_the_images_and_every_target(monke
             ours, theirs = np.asarray(ours), np.asarray(theirs)
             assert ours.dtype == theirs.dtype and np.array_equal(ours, theirs), key
     np.testing.assert_array_equal(np.asarray(out["labels"]), data["labels"])
+
+    class StillKeypoints(gpuaug.RandomTransform):  # the dict call goes through the public hooks
+        def transform_keypoints(self, keypoints, transformation, height, width):
+            return keypoints
+
+    kept = StillKeypoints(**settings, bounding_box_format="xyxy", seed=5)(data, training=True)
+    np.testing.assert_array_equal(np.asarray(kept["keypoints"]), keypoints)
+    np.testing.assert_array_equal(np.asarray(kept["segmentation_masks"]), np.asarray(out["segmentation_masks"]))
 
 
 def test_the_target_keys_are_one_table():
