@@ -456,9 +456,9 @@ class TrainWithMixing(keras.Model):
 
     Args:
         model: a Keras model from images to (N, classes) predictions.
-        mixing: a `gpuaug.MixUp` or `gpuaug.CutMix` (Keras' own layers work
-            too, without XLA on TensorFlow), or a list of them: one chosen
-            per batch, uniformly (as timm switches between MixUp and CutMix).
+        mixing: a `gpuaug.MixUp` or `gpuaug.CutMix`, or a list of them: one
+            chosen per batch, uniformly (as timm switches between MixUp and
+            CutMix).
         augmentation: an optional layer (e.g. `gpuaug.RandomTransform`)
             applied to each image before mixing, in training only.
         seed: None or an integer, for the choice among several layers.

@@ -287,6 +287,29 @@ def test_fit_mixes_the_labels_with_the_images_draw_under_xla(name):
     assert not np.allclose(mixed_labels, one_hot(labels[:16], CLASSES))
 
 
+def test_a_list_chooses_one_layer_per_batch_uniformly():
+    """[MixUp, CutMix]: each batch is one layer's (CutMix's pixels are each
+    image's own or its partner's; MixUp's blends are neither), each layer
+    about half the time, its weights and permutation with it."""
+    images = np.random.RandomState(3).uniform(0, 1, (4, 6, 6, 1)).astype("float32")
+    trainer = gpuaug.TrainWithMixing(keras.Sequential([]), [gpuaug.MixUp(1.0, seed=1), gpuaug.CutMix(seed=2)],
+                                     seed=3)
+    chosen_cut_mix = 0
+    for _ in range(200):
+        mixed, weight, order = (np.asarray(value) for value in trainer._mix(images))
+        partners = images[order]
+        pasted = np.all((mixed == images) | (mixed == partners))
+        blended = np.allclose(mixed, weight[:, None, None, None] * images
+                              + (1 - weight[:, None, None, None]) * partners, atol=1e-6)
+        assert pasted or blended
+        if pasted and not blended:
+            fraction = np.mean(mixed != images, axis=(1, 2, 3))  # pixels taken, against 1 - weight
+            others = order != np.arange(4)  # an image paired with itself keeps its pixels
+            assert np.all(np.abs(fraction - (1 - weight))[others] <= cut_mix_bound(6) + 1e-6)
+        chosen_cut_mix += bool(pasted and not blended)
+    assert stats.binomtest(chosen_cut_mix, 200).pvalue > P_MIN
+
+
 def test_fit_with_augmentation_first_and_a_real_loss():
     images, labels = labelled_images(8)
     model = keras.Sequential([keras.Input((8, 8, CLASSES)), keras.layers.Flatten(),
