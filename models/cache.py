@@ -37,6 +37,7 @@ import pathlib
 import re
 
 from models.locks import try_lock
+from models.errors import JobError
 
 MEMORY = "memory"
 SHUFFLE_BYTES = 256 * 2**20  # the shuffle buffer after a file cache: about this many bytes of images
@@ -54,7 +55,7 @@ CONTENT = (".index", ".data-00000-of-00001")  # what the manifest covers
 CHUNK = 4 * 2**20
 
 
-class CacheError(Exception):
+class CacheError(JobError):
     """The cache folder cannot be used; the message is one line."""
 
 

@@ -40,6 +40,7 @@ from typing import NamedTuple
 import numpy as np
 
 from models.locks import try_lock
+from models.errors import JobError
 
 WEIGHTS = "latest.weights.h5"
 METADATA = "training_metadata.json"
@@ -62,7 +63,7 @@ class Restored(NamedTuple):
     history: list = ()
 
 
-class CheckpointError(Exception):
+class CheckpointError(JobError):
     """No usable checkpoint in a folder that has one; the message is one line."""
 
 
@@ -295,6 +296,13 @@ def restore(model, folder, repair=True, check_run=None):
         latest_problem = str(error)
     except _OtherModel as error:
         raise CheckpointError(f"--checkpoint-dir {folder}: {error}") from None
+    return _restore_backup(model, folder, latest, backup, latest_problem, repair, check_run)
+
+
+def _restore_backup(model, folder, latest, backup, latest_problem, repair, check_run):
+    """`restore` when the latest state is unusable (`latest_problem` says
+    why): loads the backup, and with `repair` keeps the latest files as
+    `*.damaged` and copies the backup over them."""
     try:
         if not any(path.exists() for path in backup):
             raise _Unusable("no backup (.bkp)")

@@ -1,7 +1,11 @@
-"""The one error of train.py's data layer (`models.data`, `models.folders`,
-`models.inputs`): data that cannot be found, read or split; and two facts
-of TensorFlow's file handling: how it words a file-system refusal, and the
-paths it can take."""
+"""train.py's errors: one base, `JobError`, for every problem the user can
+fix (its message is one line; train.py's `main` prints it and exits with its
+`exit_code`), subclassed by each layer's own error (`UsageError` here for
+flags and clusters, `DataError` for the data layer (`models.data`,
+`models.folders`, `models.inputs`), `models.cache.CacheError`,
+`models.checkpoints.CheckpointError`, `models.export.ExportError`,
+`models.jax_cluster.ClusterError`); and two facts of TensorFlow's file
+handling: how it words a file-system refusal, and the paths it can take."""
 
 import errno
 import os
@@ -12,8 +16,20 @@ LOCAL_COPY_HINT = (
 )
 
 
-class DataError(Exception):
-    """The data could not be found, read or split; the message is one line."""
+class JobError(Exception):
+    """A problem the user can fix (flags, data, paths, a cluster); the
+    message is one line. `exit_code` is train.py's exit status for it (the
+    model is click's `ClickException`)."""
+
+    exit_code = 2
+
+
+class UsageError(JobError):
+    """A flag, a flag combination or a cluster that cannot work."""
+
+
+class DataError(JobError):
+    """The data could not be found, read or split."""
 
 
 def file_system_error(error):

@@ -37,7 +37,7 @@ import pathlib
 import re
 import shutil
 
-from models.errors import file_system_error, utf8_path
+from models.errors import JobError, file_system_error, utf8_path
 
 MODEL_FILE = "model.keras"
 SAVED_MODEL = "saved_model"
@@ -50,7 +50,7 @@ LEGACY_STAGING, LEGACY_READY, LEGACY_OLD = ".gpuaug-export-staging", ".gpuaug-ex
 VERSION = re.compile(r"v(\d+)")
 
 
-class ExportError(Exception):
+class ExportError(JobError):
     """The export cannot be written; the message is one line."""
 
 
@@ -338,6 +338,18 @@ def write_export(model, folder):
             if scratch is not None:
                 shutil.rmtree(scratch, ignore_errors=True)
     return problem
+
+
+def prepare(export_dir):
+    """Before training: refuses an --export folder whose model.keras or
+    saved_model is not an earlier export (`check_target`), and finishes or
+    discards an export a killed run left half-installed there (`recover`).
+    Returns `recover`'s outcome."""
+    try:
+        check_target(export_dir)
+        return recover(export_dir)
+    except OSError as error:
+        raise ExportError(f"--export {export_dir}: {error.strerror or error}") from None
 
 
 def export_model(model, export_dir):

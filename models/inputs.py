@@ -198,23 +198,22 @@ def evaluation_share(part, count, seed, index, processes, multiple):
 
 
 def share_splits(splits, counts, seed, index, processes, multiple, names=("train", "validation", "test")):
-    """Replaces each named split of `splits` (a `models.data.Splits`) by this
-    process's share: the training split by `process_share` (its entry of
-    `counts` by the share's length), the others by `evaluation_share` (counts
-    unchanged: every item is evaluated). Returns {name: training items left
-    out of the shares altogether}."""
-    left_out = {}
+    """This process's share of each named split of `splits` (a
+    `models.data.Splits`; nothing is changed in it): the training split's by
+    `process_share`, the others' by `evaluation_share` (every item is
+    evaluated). Returns ({name: share}, the training share's length, the
+    training items left out of the shares altogether)."""
+    shares, length, left_out = {}, counts["train"], 0
     for name in names:
         part = getattr(splits, name)
         if part is None:
             continue
         if name == "train":
-            part, length = process_share(part, counts[name], seed, index, processes, multiple)
-            left_out[name], counts[name] = counts[name] - length * processes, length
+            shares[name], length = process_share(part, counts[name], seed, index, processes, multiple)
+            left_out = counts[name] - length * processes
         else:
-            part, _ = evaluation_share(part, counts[name], seed, index, processes, multiple)
-        setattr(splits, name, part)
-    return left_out
+            shares[name], _ = evaluation_share(part, counts[name], seed, index, processes, multiple)
+    return shares, length, left_out
 
 
 def link_training_files(files, class_names, folder):

@@ -17,9 +17,10 @@ per-process batch per step; Keras assembles the global batch from them
 import pathlib
 
 from models import checkpoints
+from models.errors import JobError
 
 
-class ClusterError(Exception):
+class ClusterError(JobError):
     """The processes cannot form a cluster; the message is one line."""
 
 

@@ -9,9 +9,12 @@
 
 Each knows how many devices share a batch (`replicas`), whether it writes
 the export and checkpoints (`chief`), how to take this process's share of
-the splits (`share`), how to fit and evaluate, and which checkpoint callback
-it uses. train.py's `run` is the same sequence for all of them; a new
-topology is one new class here.
+the splits (`share`, which returns the shared splits and the epoch's
+training count), how to fit (given the validation split, the callbacks, the
+report and the progress bar as parameters; the legacy generator's flow
+too), evaluate and export, and which checkpoint callback it uses.
+train.py's `run` is the same sequence for all of them; a new topology is
+one new class here.
 
 Evaluation is always over the whole split. Where the split is shared out
 over processes or devices, every share is padded to one length with items of
@@ -22,15 +25,13 @@ padded / real items, and the accuracy is the weighted one (the compiled
 """
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
 
 from models import checkpoints, inputs
-
-
-class UsageError(Exception):
-    """A flag combination or cluster that cannot work; the message is one line."""
+from models.errors import UsageError
 
 
 class Topology:
@@ -51,10 +52,11 @@ class Topology:
     def scope(self):
         return contextlib.nullcontext()
 
-    def share(self, splits, counts, seed):
-        """Replaces `splits`' parts by this process's share (and `counts`'
-        training entry by its size); returns a line to print, or None."""
-        return None
+    def share(self, splits, seed):
+        """This process's share of `splits`: returns (the shared Splits, the
+        training images of an epoch over all processes, a line to print or
+        None). `splits.counts` stays the whole data's."""
+        return splits, splits.counts["train"], None
 
     def prepare(self, feeds, generator=False):
         """Builds this process's feeds before training, checking the first
@@ -64,14 +66,17 @@ class Topology:
         if generator and feeds.splits.kind == "folder":
             feeds.splits.train.check()
 
-    def _share_out(self, splits, counts, seed, index, processes, multiple, names=("train", "validation", "test")):
-        """`inputs.share_splits`, remembering how much padding each evaluated split got."""
-        left_out = inputs.share_splits(splits, counts, seed, index, processes, multiple, names)
+    def _share_out(self, splits, seed, index, processes, multiple, names=("train", "validation", "test")):
+        """`inputs.share_splits` as a new Splits, remembering how much padding
+        each evaluated split got; returns (Splits, this process's training
+        length, training images left out)."""
+        counts = splits.counts
+        shares, length, left_out = inputs.share_splits(splits, counts, seed, index, processes, multiple, names)
         for name in ("validation", "test"):
-            if name in names and getattr(splits, name) is not None:
+            if name in shares:
                 self.padded[name] = (counts[name], inputs.evaluation_length(counts[name], processes, multiple)
                                      * processes)
-        return left_out.get("train", 0)
+        return dataclasses.replace(splits, **shares), length, left_out
 
     def cache_name(self, split, index=None, processes=None):
         index, processes = (self.index, self.processes) if index is None else (index, processes)
@@ -83,12 +88,20 @@ class Topology:
         where this process takes no part."""
         return lambda model, epochs_done, **metadata: checkpoints.write(model, folder, epochs_done, **metadata)
 
-    def fit(self, model, feeds, train_count, fit_kwargs):
-        """Trains with `Model.fit` on the training feed; `fit_kwargs` as fit's
-        (epochs, initial_epoch, callbacks, verbose), validating on
-        `validation` (a split name) after each epoch."""
-        validation = fit_kwargs.pop("validation")
-        model.fit(**feeds.training(), **feeds.validation(validation), **fit_kwargs)
+    def fit(self, model, feeds, *, train_count, validation, epochs, initial_epoch, callbacks, report, verbose,
+            generator=None):
+        """Trains with `Model.fit` on the training feed (or `generator`, an
+        ImageDataGenerator flow), the epochs after `initial_epoch` up to
+        `epochs`, validating on the split named `validation` after each.
+        Callbacks run in this order: `callbacks`, Keras' progress bar (when
+        `verbose`, 0, 1 or 2 as fit's), then `report` (its line follows the
+        bar's). `train_count`: images an epoch trains on."""
+        import keras
+
+        training = feeds.training() if generator is None else {"x": generator}
+        progress = [keras.callbacks.ProgbarLogger()] if verbose else []
+        model.fit(**training, **feeds.validation(validation), epochs=epochs, initial_epoch=initial_epoch,
+                  callbacks=[*callbacks, *progress, report], verbose=verbose)
 
     def corrected(self, logs, name, prefix=""):
         """(loss, accuracy) of split `name` from Keras logs, undoing the padding."""
@@ -101,9 +114,12 @@ class Topology:
         """(loss, accuracy) over the whole split `name`, combined over the processes."""
         return self.corrected(model.evaluate(**feeds.evaluation(name), verbose=0, return_dict=True), name)
 
-    def write_export(self, export_dir, publish, write):
-        """The chief publishes the export (`publish()`); returns what it returns."""
-        return publish() if self.chief else None
+    def export(self, model, export_dir):
+        """The chief writes the export (`models.export.export_model`): returns
+        (its folder, why no SavedModel was written or None); elsewhere None."""
+        from models import export
+
+        return export.export_model(model, export_dir) if self.chief else None
 
 
 OneDevice = Topology
@@ -115,6 +131,15 @@ def _left_out_line(devices, left_out, processes=1):
     over = f"{devices} devices" if processes == 1 else f"{processes} processes of {devices // processes} device(s)"
     return (f"{over}: every batch must split evenly over them, so {left_out} training image(s) "
             "are left out")
+
+
+def _share_over_local_devices(topology, splits, seed):
+    """`Topology.share` of one process over `topology.replicas` devices: the
+    training split trimmed to a multiple of them, the evaluated ones padded."""
+    if topology.replicas == 1:
+        return splits, splits.counts["train"], None
+    shared, length, left_out = topology._share_out(splits, seed, 0, 1, topology.replicas)
+    return shared, length, _left_out_line(topology.replicas, left_out)
 
 
 class TFMirrored(Topology):
@@ -133,7 +158,7 @@ class TFMirrored(Topology):
     def scope(self):
         return self.strategy.scope()
 
-    def share(self, splits, counts, seed):
+    def share(self, splits, seed):
         # A batch that leaves a replica fewer images than another fails in
         # Keras' fit and evaluate under MirroredStrategy ("AddN must have the
         # same size": a last training batch of 1 image on 2 replicas, an odd
@@ -141,9 +166,7 @@ class TFMirrored(Topology):
         # 64 images over 3), so, as on JAX, the training split is trimmed to a
         # multiple of the replicas (every batch then splits evenly), and the
         # evaluated splits are padded to one with weight-0 images.
-        if self.replicas == 1:
-            return None
-        return _left_out_line(self.replicas, self._share_out(splits, counts, seed, 0, 1, self.replicas))
+        return _share_over_local_devices(self, splits, seed)
 
 
 class JaxDataParallel(Topology):
@@ -160,10 +183,8 @@ class JaxDataParallel(Topology):
         keras.distribution.set_distribution(keras.distribution.DataParallel())
         self.replicas = len(keras.distribution.distribution().device_mesh.devices.ravel())
 
-    def share(self, splits, counts, seed):
-        if self.replicas == 1:
-            return None
-        return _left_out_line(self.replicas, self._share_out(splits, counts, seed, 0, 1, self.replicas))
+    def share(self, splits, seed):
+        return _share_over_local_devices(self, splits, seed)
 
 
 class JaxMultiHost(Topology):
@@ -180,22 +201,17 @@ class JaxMultiHost(Topology):
     def start(self):
         from models import jax_cluster
 
-        try:
-            jax_cluster.initialize(*self.cluster)
-        except jax_cluster.ClusterError as error:
-            raise UsageError(str(error)) from None
+        jax_cluster.initialize(*self.cluster)  # a ClusterError is a JobError: one line
         self.index, self.processes, self.local_devices = jax_cluster.process_info()
         self.replicas = self.processes * self.local_devices
         self.chief = self.index == 0
 
-    def share(self, splits, counts, seed):
-        left_out = self._share_out(splits, counts, seed, self.index, self.processes, self.local_devices)
-        mine = counts["train"]
-        counts["train"] = mine * self.processes  # counts are totals, as everywhere
+    def share(self, splits, seed):
+        shared, mine, left_out = self._share_out(splits, seed, self.index, self.processes, self.local_devices)
         lines = [f"process {self.index} of {self.processes}: {mine} training and "
                  f"{self.padded['test'][1] // self.processes} test images",
                  _left_out_line(self.replicas, left_out, self.processes)]
-        return "\n".join(line for line in lines if line)
+        return shared, mine * self.processes, "\n".join(line for line in lines if line)
 
     def checkpoint_saver(self, folder):
         from models import jax_cluster
@@ -204,13 +220,18 @@ class JaxMultiHost(Topology):
         return lambda model, epochs_done, **metadata: jax_cluster.write_checkpoint(model, folder, epochs_done, chief,
                                                                                  **metadata)
 
-    def write_export(self, export_dir, publish, write):
-        from models import jax_cluster
+    def export(self, model, export_dir):
+        from models import export, jax_cluster
 
         # The chief's saves create variables, a collective operation on this
         # mesh: the other processes write the same into scratch, then drop it.
-        return jax_cluster.save_on_every_process(lambda scratch: publish() if scratch is None else write(scratch),
-                                                 self.chief)
+        def save(scratch):
+            if scratch is None:
+                return export.export_model(model, export_dir)
+            export.write_export(model, scratch)
+            return None
+
+        return jax_cluster.save_on_every_process(save, self.chief)
 
 
 class TFMultiWorker(Topology):
@@ -242,12 +263,12 @@ class TFMultiWorker(Topology):
     def scope(self):
         return self.strategy.scope()
 
-    def share(self, splits, counts, seed):
+    def share(self, splits, seed):
         # Each worker cuts its shares inside the distributed datasets (by its
         # input pipeline); here only the training split's common size.
-        total = counts["train"]
-        counts["train"] = inputs.share_length(total, self.processes) * self.processes
-        return _left_out_line(self.replicas, total - counts["train"], self.processes)
+        total = splits.counts["train"]
+        trained = inputs.share_length(total, self.processes) * self.processes
+        return splits, trained, _left_out_line(self.replicas, total - trained, self.processes)
 
     def prepare(self, feeds, generator=False):
         """Nothing yet: each worker builds (and checks) its own shares inside
@@ -263,13 +284,13 @@ class TFMultiWorker(Topology):
             self.loop = MultiWorkerLoop(model, self.strategy, feeds)
         return self.loop
 
-    def fit(self, model, feeds, train_count, fit_kwargs):
-        import keras
-
-        validation = fit_kwargs.pop("validation")
+    def fit(self, model, feeds, *, train_count, validation, epochs, initial_epoch, callbacks, report, verbose,
+            generator=None):
+        """As `Topology.fit`, by the custom loop (which draws no progress bar;
+        `generator` is refused by `choose`)."""
         loop = self._loop(model, feeds)
-        callbacks = [c for c in fit_kwargs.pop("callbacks") if not isinstance(c, keras.callbacks.ProgbarLogger)]
-        loop.fit(train_count, callbacks=callbacks, evaluate=lambda model: loop.evaluate(validation), **fit_kwargs)
+        loop.fit(train_count, epochs=epochs, initial_epoch=initial_epoch, callbacks=[*callbacks, report],
+                 evaluate=lambda model: loop.evaluate(validation), verbose=verbose)
 
     def evaluate(self, model, feeds, name):
         return self._loop(model, feeds).evaluate(name)

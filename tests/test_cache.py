@@ -13,6 +13,7 @@ from PIL import Image
 
 from conftest import CIFAR_DIR, assert_one_line_error, run_cli
 from folder_tools import two_level
+from models.errors import DataError
 
 
 def images_of(files):
@@ -322,7 +323,7 @@ def test_a_full_disk_while_the_cache_is_written_is_one_line(tmp_path, monkeypatc
     monkeypatch.setattr(keras.Model, "fit", disk_full)
     args = train.parse_args(["--data-dir", str(tmp_path / "data"), "--image-size", "8", "8", "--model", "tiny",
                              "--verbose", "0", "--cache", str(tmp_path / "cache")])
-    with pytest.raises(train.UsageError, match=r"^--cache .*/cache: No space left on device while training"):
+    with pytest.raises(DataError, match=r"^--cache .*/cache: No space left on device while training"):
         train.run(args)
 
 

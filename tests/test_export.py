@@ -293,7 +293,7 @@ def test_a_full_disk_during_the_saved_model_keeps_the_previous_export(tmp_path, 
     before = contents(folder)
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     monkeypatch.setattr(type(model), "export", tensorflow_disk_full)
-    with pytest.raises(train.UsageError, match="No space left on device; the previous export"):
+    with pytest.raises(export.ExportError, match="No space left on device; the previous export"):
         train.export_model(model, folder)
     assert contents(folder) == before and reader_view(folder) == ("old", "old")
 

@@ -17,6 +17,7 @@ from keras.src.legacy.preprocessing.image import ImageDataGenerator
 import gpuaug
 import train
 from conftest import CIFAR_DIR, REPO, assert_one_line_error, run_cli
+from models.export import ExportError
 
 FAST = settings(max_examples=30, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow])
@@ -195,7 +196,7 @@ def test_export_failures_keep_the_previous_export(tmp_path, monkeypatch, code):
         raise OSError(code, os.strerror(code))
 
     monkeypatch.setattr(model, "save", failing_save)
-    with pytest.raises(train.UsageError, match="previous export .* still installed") as info:
+    with pytest.raises(ExportError, match="previous export .* still installed") as info:
         train.export_model(model, export)
     assert "\n" not in str(info.value)
     assert (export / "model.keras").read_bytes() == b"the user's previous export"

@@ -122,7 +122,7 @@ def test_the_download_and_the_preview_read_with_the_allow_list(tmp_path, monkeyp
     marker = tmp_path / "ran"
     folder = batches_folder(tmp_path / "downloaded", "data_batch_1", payloads(marker)["os.system"])
     monkeypatch.setattr(cifar, "download", lambda: folder)
-    with pytest.raises(train.UsageError, match="refused CIFAR-10 batch"):
+    with pytest.raises(DataError, match="refused CIFAR-10 batch"):
         train.run(train.parse_args(["--epochs", "1"]))
     (folder / "data_batch_1").write_bytes((CIFAR_DIR / "data_batch_1").read_bytes())
     (folder / "test_batch").write_bytes(payloads(marker)["builtins.exec"])

@@ -17,7 +17,10 @@ import pytest
 import train
 from conftest import CIFAR_DIR, REPO, assert_one_line_error, run_cli
 from folder_tools import write_image_folder
+from models import outputs as output_checks
 from models.data import DataError, load_data
+from models.errors import UsageError
+from models.export import ExportError
 
 QUICK = ["--data-dir", str(CIFAR_DIR), "--limit", "256", "--epochs", "1",
          "--batch-size", "64", "--verbose", "0"]
@@ -71,7 +74,7 @@ def test_export_is_atomic_and_keeps_the_previous_export(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(model, "export", full_disk)
-    with pytest.raises(train.UsageError, match="No space left on device"):
+    with pytest.raises(ExportError, match="No space left on device"):
         train.export_model(model, export)
     assert (export / "model.keras").read_text() == "previous export"
     assert [p.name for p in tmp_path.iterdir()] == ["export"]  # no partial folders left
@@ -501,8 +504,8 @@ def test_outputs_that_would_write_over_one_another_or_the_data_are_refused(tmp_p
     for name, path in outputs.items():
         argv += [name, str(tmp_path / path)]
     args = train.parse_args(argv)
-    with pytest.raises(train.UsageError) as error:
-        train.check_inputs(args, train.load_dataset(args))
+    with pytest.raises(UsageError) as error:
+        output_checks.check_inputs(args, train.load_dataset(args))
     for fragment in fragments:
         assert fragment in str(error.value), str(error.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["images"]  # nothing written
@@ -513,7 +516,7 @@ def test_outputs_that_share_a_folder_without_overlapping_are_accepted(tmp_path):
     args = train.parse_args(["--data-dir", str(images), "--export", str(tmp_path / "out"), "--checkpoint-dir",
                              str(tmp_path / "out"), "--cache", str(tmp_path / "out"),
                              "--metrics-json", str(tmp_path / "out" / "metrics.json")])
-    train.check_inputs(args, train.load_dataset(args))
+    output_checks.check_inputs(args, train.load_dataset(args))
 
 
 def test_a_file_that_is_not_train_pys_metrics_is_never_replaced(tmp_path):
@@ -562,8 +565,8 @@ def test_a_metrics_json_that_is_not_a_regular_file_is_never_replaced(tmp_path):
     replaced by a regular file at the first epoch's atomic rename."""
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
-    with pytest.raises(train.UsageError, match="exists and is not a regular file"):
-        train.check_metrics_json(str(fifo))
+    with pytest.raises(UsageError, match="exists and is not a regular file"):
+        output_checks.check_metrics_json(str(fifo))
     assert fifo.is_fifo()
 
 
@@ -571,8 +574,8 @@ def test_a_cache_folder_whose_name_is_not_utf8_is_one_line(tmp_path):
     images = folder_splits(tmp_path)
     cache = os.fsdecode(os.fsencode(str(tmp_path)) + b"/cache-\xe9")
     args = train.parse_args(["--data-dir", str(images), "--cache", cache])
-    with pytest.raises(train.UsageError, match="need a path that is valid UTF-8"):
-        train.check_inputs(args, train.load_dataset(args))
+    with pytest.raises(UsageError, match="need a path that is valid UTF-8"):
+        output_checks.check_inputs(args, train.load_dataset(args))
 
 
 def test_an_output_inside_a_linked_class_folder_is_refused(tmp_path):
@@ -582,5 +585,5 @@ def test_an_output_inside_a_linked_class_folder_is_refused(tmp_path):
     os.rename(images / "cat", tmp_path / "cats-elsewhere")
     os.symlink(tmp_path / "cats-elsewhere", images / "cat")
     args = train.parse_args(["--data-dir", str(images), "--checkpoint-dir", str(tmp_path / "cats-elsewhere" / "ck")])
-    with pytest.raises(train.UsageError, match="is inside --data-dir"):
-        train.check_inputs(args, train.load_dataset(args))
+    with pytest.raises(UsageError, match="is inside --data-dir"):
+        output_checks.check_inputs(args, train.load_dataset(args))
