@@ -155,34 +155,24 @@ def share_and_feed(args, splits, topology):
 
 def build_model(args, splits, topology):
     """The compiled model (in the topology's scope), its checkpoint restored;
-    returns (model, finished epochs)."""
-    import keras
-
+    returns (model, the `Restored` state or None). With --mixup or --cutmix
+    the model is a `gpuaug.TrainWithMixing` around the network, which then
+    runs the RandomTransform on each image before the mixing."""
     import gpuaug
     from models import runs
-    from models.cifar10 import BUILDERS
+    from models.flags import mixing_layers
 
     with topology.scope():
-        augmentation = []
+        transform = []
         if args.augment == "gpu":
-            augmentation = [gpuaug.RandomTransform(**random_transform_arguments(args), seed=args.seed, name="augment")]
-        try:
-            model = BUILDERS[args.model](augmentation, input_shape=splits.image_shape,
-                                         num_classes=splits.num_classes)
-        except ValueError as error:  # e.g. pooling past the image's edge
-            reason = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip().splitlines()
-            reason = next((line for line in reason if "size" in line.lower()), reason[0] if reason else "")
-            raise UsageError(f"--model {args.model} cannot take {splits.image_shape[0]}x{splits.image_shape[1]} "
-                             f"images ({reason.strip()}); use a larger --image-size") from None
-        # Evaluation shares padded with weight-0 images need a weighted accuracy (models/topologies.py).
-        weighted = [keras.metrics.SparseCategoricalAccuracy(name="weighted_accuracy")] if topology.padded else None
-        model.compile(
-            optimizer=keras.optimizers.RMSprop(learning_rate=args.learning_rate),
-            loss="sparse_categorical_crossentropy",
-            metrics=["accuracy"],
-            weighted_metrics=weighted,
-            jit_compile="auto" if args.jit_compile is None else args.jit_compile,
-        )
+            transform = [gpuaug.RandomTransform(**random_transform_arguments(args), seed=args.seed, name="augment")]
+        mixing = mixing_layers(args)
+        model = build_network(args, splits, [] if mixing else transform)
+        if mixing:
+            model = gpuaug.TrainWithMixing(model, mixing, augmentation=transform[0] if transform else None,
+                                           seed=args.seed, name="train_with_mixing")
+            model.build((None, *splits.image_shape))  # its weights exist before a checkpoint loads
+        model.compile(**compile_arguments(args, topology, mixed=bool(mixing)))
         restored = None
         if args.checkpoint_dir:
             run = runs.run_definition(args, splits, topology)
@@ -190,6 +180,44 @@ def build_model(args, splits, topology):
                                     check_run=lambda recorded: runs.check_same_run(args, run, recorded))
             runs.continue_run(args, run, restored, model)
     return model, restored
+
+
+def build_network(args, splits, augmentation):
+    """--model's network (models/cifar10.py) with `augmentation` as its first
+    layers; a `UsageError` when it cannot take the images' size."""
+    from models.cifar10 import BUILDERS
+
+    try:
+        return BUILDERS[args.model](augmentation, input_shape=splits.image_shape, num_classes=splits.num_classes)
+    except ValueError as error:  # e.g. pooling past the image's edge
+        reason = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip().splitlines()
+        reason = next((line for line in reason if "size" in line.lower()), reason[0] if reason else "")
+        raise UsageError(f"--model {args.model} cannot take {splits.image_shape[0]}x{splits.image_shape[1]} "
+                         f"images ({reason.strip()}); use a larger --image-size") from None
+
+
+def compile_arguments(args, topology, mixed=False):
+    """`Model.compile`'s arguments: RMSprop as in the Keras example, the
+    cross-entropy of integer labels (of soft labels when `mixed`), and the
+    accuracy (weighted where evaluation shares are padded with weight-0
+    images: models/topologies.py)."""
+    import keras
+
+    accuracy = keras.metrics.CategoricalAccuracy if mixed else keras.metrics.SparseCategoricalAccuracy
+    return dict(
+        optimizer=keras.optimizers.RMSprop(learning_rate=args.learning_rate),
+        loss="categorical_crossentropy" if mixed else "sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+        weighted_metrics=[accuracy(name="weighted_accuracy")] if topology.padded else None,
+        jit_compile="auto" if args.jit_compile is None else args.jit_compile,
+    )
+
+
+def network(model):
+    """The network of a built model: a `TrainWithMixing`'s own, else the model."""
+    import gpuaug
+
+    return model.model if isinstance(model, gpuaug.TrainWithMixing) else model
 
 
 def validation_split(splits):
@@ -231,7 +259,10 @@ def announce(args, splits, topology, model, train_count):
         print("--cache: --augment generator reads the training images with flow_from_directory every epoch; the "
               "cache keeps the evaluated splits only", flush=True)
     where = "streamed from " + folders.printable(args.data_dir) if splits.kind == "folder" else "in memory"
-    print(f"training on {train_count} images ({args.augment} augmentation, batch {global_batch(args, topology)}, "
+    mixing = "".join(f", {name} {value}" for name, value in (("mixup", args.mixup), ("cutmix", args.cutmix))
+                     if value is not None)
+    print(f"training on {train_count} images ({args.augment} augmentation{mixing}, batch "
+          f"{global_batch(args, topology)}, "
           f"{topology.replicas} replica(s), jit_compile={model.jit_compile}, backend {keras.backend.backend()}, "
           f"{where}; {name} after each epoch: {splits.counts[name]} images)", flush=True)
 
@@ -311,10 +342,10 @@ def finish(args, splits, topology, feeds, model, report, train_count, accuracy):
         "finished": True,
     }
     if args.export:
-        export_model(model, args.export, topology)
+        export_model(network(model), args.export, topology)
     if args.metrics_json and topology.chief:
         write_json_atomically(args.metrics_json, summary)
-    summary["model"] = model
+    summary["model"] = network(model)
     return summary
 
 

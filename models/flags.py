@@ -83,6 +83,13 @@ def add_training_flags(parser):
                           help="tf.distribute strategy (TensorFlow backend); on JAX, 'mirrored' "
                           "uses keras.distribution.DataParallel over local devices and "
                           "'multiworker' over the devices of every process (multi-host)")
+    training.add_argument("--mixup", type=float, default=None, metavar="ALPHA",
+                          help="MixUp in the training step (gpuaug.MixUp): each image blended with another of "
+                          "its batch, weight ~ Beta(ALPHA, ALPHA), labels likewise; ALPHA > 0 (0.2 is usual)")
+    training.add_argument("--cutmix", type=float, default=None, metavar="ALPHA",
+                          help="CutMix in the training step (gpuaug.CutMix with factor (ALPHA, ALPHA)): a box "
+                          "of another image pasted in, labels by its area, lambda ~ Beta(ALPHA, ALPHA); ALPHA in "
+                          "(0, 1]; with --mixup, one of the two per batch")
     training.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1, help="Keras progress bar")
 
 
@@ -125,7 +132,7 @@ def parse_args(argv=None):
     (by gpuaug itself), then flags that would be ignored."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    for check in (check_numbers, check_paths, check_augmentation):
+    for check in (check_numbers, check_paths, check_augmentation, check_mixing):
         problem = check(args)
         if problem:
             parser.error(problem)
@@ -178,6 +185,29 @@ def check_augmentation(args):
     except ValueError as error:
         return re.sub(r"`(\w+)`", lambda match: flag(match.group(1)), str(error))
     return None
+
+
+def check_mixing(args):
+    """--mixup and --cutmix: their ranges, and the topologies that cannot mix."""
+    if args.mixup is not None and not (args.mixup > 0 and math.isfinite(args.mixup)):
+        return f"--mixup must be a finite number > 0 (got {args.mixup})"
+    if args.cutmix is not None and not 0 < args.cutmix <= 1:
+        return f"--cutmix must be in (0, 1], the range of Keras' CutMix factor (got {args.cutmix})"
+    if (args.mixup is not None or args.cutmix is not None) and args.strategy == "multiworker":
+        return "--mixup and --cutmix are not supported with --strategy multiworker"
+    return None
+
+
+def mixing_layers(args):
+    """The gpuaug.MixUp / gpuaug.CutMix layers of --mixup and --cutmix ([]: none)."""
+    import gpuaug
+
+    layers = []
+    if args.mixup is not None:
+        layers.append(gpuaug.MixUp(alpha=args.mixup, seed=args.seed, name="mixup"))
+    if args.cutmix is not None:
+        layers.append(gpuaug.CutMix(factor=(args.cutmix, args.cutmix), seed=args.seed, name="cutmix"))
+    return layers
 
 
 def check_ignored(args, given):

@@ -12,7 +12,7 @@ from models.flags import flag, random_transform_arguments
 
 def run_definition(args, splits, topology):
     """What defines a run (recorded in its checkpoint): the data, its
-    splits and order, the batches, the augmentation, the model, the
+    splits and order, the batches, the augmentation and mixing, the model, the
     learning rate, the backend. JSON values: an image folder's class names
     (their order is the labels) and every split's count are part of it, so
     a folder whose classes or files changed is another run."""
@@ -32,6 +32,8 @@ def run_definition(args, splits, topology):
         "augment": args.augment,
         "augmentation": json.loads(json.dumps(random_transform_arguments(args))) if args.augment != "none" else None,
         "model": args.model,
+        "mixup": args.mixup,
+        "cutmix": args.cutmix,
         "learning_rate": args.learning_rate,
         "backend": keras.backend.backend(),
     }
@@ -68,6 +70,8 @@ def check_same_run(args, run, recorded):
     recorded nothing) differs from this one (`run`) in what defines it: one
     model would be trained on two runs' data, batches or augmentation."""
     recorded = recorded or {}
+    if recorded:  # recorded before --mixup and --cutmix existed: those runs mixed nothing
+        recorded = {"mixup": None, "cutmix": None, **recorded}
     names = {"data_dir": "--data-dir", "replicas": "--strategy (devices sharing a batch)",
              "class_names": "--data-dir's class folders", "counts": "--data-dir's images per split",
              "files": "--data-dir's files and labels (digest)"}
@@ -77,7 +81,7 @@ def check_same_run(args, run, recorded):
     differences = [(names.get(key, flag(key)), recorded[key], run[key])
                    for key in ("data_dir", "limit", "validation_split", "image_size", "class_names", "counts", "files",
                                "seed",
-                               "batch_size", "replicas", "augment", "model")
+                               "batch_size", "replicas", "augment", "model", "mixup", "cutmix")
                    if key in recorded and not same(recorded[key], run[key])]
     if not differences and recorded.get("augment") == run["augment"]:
         before, now = recorded.get("augmentation") or {}, run["augmentation"] or {}

@@ -98,6 +98,7 @@ def test_resume_from_checkpoint_after_interruption(tmp_path, capsys):
     assert resumed["epochs_run"] == 2 and "epoch 2:" in out and "epoch 1:" not in out
 
 
+@pytest.mark.slow
 def test_ctrl_c_then_resume_keeps_every_epoch_in_metrics_json(tmp_path):
     """A real interruption: SIGINT once epoch 2 is reported. train.py exits
     with 130 and a hint; --metrics-json already holds epochs 1-2 (it is
@@ -209,6 +210,7 @@ def test_damaged_latest_checkpoint_resumes_from_the_backup(tmp_path, capsys):
     assert_same_weights(model, resumed["model"].get_weights())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, expected_epochs, source", [
     ("training_metadata.json", 2, "backup"),      # killed after epoch 3's weights, before their metadata
     ("training_metadata.json.bkp", 2, "latest"),  # killed between the two files of the backup copy
@@ -240,6 +242,7 @@ def test_a_kill_between_a_states_two_files_never_mislabels_the_weights(tmp_path,
     assert "epoch 3:" in rerun.stdout and "epoch 2:" not in rerun.stdout
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_another_model_is_refused_as_such(tmp_path):
     checkpoints = tmp_path / "checkpoints"
     run_train("--model", "tiny", "--checkpoint-dir", str(checkpoints))
@@ -260,6 +263,7 @@ def test_a_checkpoint_of_another_model_is_refused_as_such(tmp_path):
     assert_one_line_error(result, "its weights do not fit this model (written by another --model")
 
 
+@pytest.mark.slow
 def test_metrics_json_in_a_folder_that_does_not_exist_is_created(tmp_path):
     metrics = tmp_path / "new" / "deeper" / "metrics.json"
     result = run_cli(*QUICK, "--model", "tiny", "--metrics-json", str(metrics))
@@ -272,6 +276,7 @@ def test_metrics_json_in_a_folder_that_does_not_exist_is_created(tmp_path):
     assert "epoch 1" not in result.stdout
 
 
+@pytest.mark.slow
 def test_both_checkpoints_damaged_is_refused_and_kept(tmp_path):
     checkpoints = tmp_path / "checkpoints"
     run_train("--epochs", "2", "--checkpoint-dir", str(checkpoints))
@@ -301,16 +306,19 @@ def test_archive_and_folder_layouts_load_the_same_data(tmp_path):
 
 # Error paths: one line, exit 2, no traceback -------------------------------
 
+@pytest.mark.slow
 def test_missing_data_dir(tmp_path):
     result = run_cli("--data-dir", str(tmp_path / "nowhere"))
     assert_one_line_error(result, "does not exist", "--data-dir")
 
 
+@pytest.mark.slow
 def test_folder_without_data(tmp_path):
     (tmp_path / "empty").mkdir()
     assert_one_line_error(run_cli("--data-dir", str(tmp_path / "empty")), "no class sub-folders")
 
 
+@pytest.mark.slow
 def test_corrupted_batch_file(tmp_path):
     folder = tmp_path / "cifar-10-batches-py"
     folder.mkdir()
@@ -319,6 +327,7 @@ def test_corrupted_batch_file(tmp_path):
     assert_one_line_error(run_cli("--data-dir", str(tmp_path)), "cannot read CIFAR-10 batch", "data_batch_1")
 
 
+@pytest.mark.slow
 def test_truncated_archive(tmp_path):
     archive = tmp_path / "cifar-10-python.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
@@ -334,18 +343,21 @@ def test_batch_with_wrong_content(tmp_path):
         load_data(str(tmp_path))
 
 
+@pytest.mark.slow
 def test_non_image_file_in_a_class_folder(tmp_path):
     write_image_folder(tmp_path, [np.zeros((8, 8, 3), np.uint8)] * 2, [0, 1])
     (tmp_path / "cat" / "notes.txt").write_text("not an image")
     assert_one_line_error(run_cli("--data-dir", str(tmp_path)), "notes.txt", "not an image file")
 
 
+@pytest.mark.slow
 def test_corrupted_image_file(tmp_path):
     write_image_folder(tmp_path, [np.zeros((8, 8, 3), np.uint8)] * 2, [0, 1])
     (tmp_path / "dog" / "broken.png").write_bytes(b"\x89PNG broken")
     assert_one_line_error(run_cli("--data-dir", str(tmp_path)), "cannot read image", "broken.png")
 
 
+@pytest.mark.slow
 def test_image_truncated_after_its_header(tmp_path):
     """Passes the up-front check, fails to decode while streaming: still one
     line naming the file."""
@@ -356,6 +368,7 @@ def test_image_truncated_after_its_header(tmp_path):
     assert_one_line_error(result, "cannot read image", "00001.png")
 
 
+@pytest.mark.slow
 def test_export_path_that_is_a_file(tmp_path):
     target = tmp_path / "export"
     target.write_text("a user's file")
@@ -364,12 +377,14 @@ def test_export_path_that_is_a_file(tmp_path):
     assert target.read_text() == "a user's file"
 
 
+@pytest.mark.slow
 def test_metrics_json_that_is_a_directory_fails_before_training(tmp_path):
     result = run_cli(*QUICK, "--metrics-json", str(tmp_path))
     assert_one_line_error(result, "--metrics-json", "is a directory")
     assert "epoch 1" not in result.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flags, message", [
     (["--epochs", "0"], "--epochs must be >= 1"),
     (["--validation-split", "1.5"], "--validation-split must be between 0 and 1"),
@@ -403,12 +418,14 @@ def test_zoom_range_takes_one_or_two_numbers():
     assert train.augmentation_arguments(two)["zoom_range"] == [0.8, 1.1]
 
 
+@pytest.mark.slow
 def test_too_few_images_for_the_splits_is_one_line(tmp_path):
     write_image_folder(tmp_path, [np.zeros((8, 8, 3), np.uint8)] * 3, [0, 1, 0])
     result = run_cli("--data-dir", str(tmp_path), "--validation-split", "0.1", "--limit", "1")
     assert_one_line_error(result, "too few for a training set and a validation set")
 
 
+@pytest.mark.slow
 def test_help_lists_the_flags():
     result = run_cli("--help", timeout=60)
     assert result.returncode == 0
@@ -417,6 +434,7 @@ def test_help_lists_the_flags():
         assert flag in result.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flags, fragments", [
     (["--augment", "none", "--rotation-range", "10"], ["--rotation-range", "--augment none", "would be ignored"]),
     (["--augment", "none", "--no-horizontal-flip", "--zoom-range", "0.1"],
@@ -439,6 +457,7 @@ def test_flags_that_apply_are_accepted():
     assert train.parse_args(["--rot", "3"]).rotation_range == 3.0  # argparse's abbreviations count as given
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flag", ["--export", "--checkpoint-dir", "--cache"])
 @pytest.mark.parametrize("where", ["itself", "a parent"])
 def test_a_dangling_link_on_an_output_path_is_refused_before_training(tmp_path, flag, where):
@@ -456,6 +475,7 @@ def test_a_dangling_link_on_an_output_path_is_refused_before_training(tmp_path, 
     assert "epoch 1" not in result.stdout and not (tmp_path / "gone").exists()
 
 
+@pytest.mark.slow
 def test_an_output_path_under_a_file_is_refused_before_training(tmp_path):
     (tmp_path / "a-file").write_text("mine")
     result = run_cli(*QUICK, "--checkpoint-dir", str(tmp_path / "a-file" / "deeper" / "ck"))
@@ -463,6 +483,7 @@ def test_an_output_path_under_a_file_is_refused_before_training(tmp_path):
     assert (tmp_path / "a-file").read_text() == "mine"
 
 
+@pytest.mark.slow
 def test_metrics_json_through_a_link_writes_its_target_and_keeps_the_link(tmp_path):
     target = tmp_path / "results" / "metrics.json"
     target.parent.mkdir()
@@ -519,6 +540,7 @@ def test_outputs_that_share_a_folder_without_overlapping_are_accepted(tmp_path):
     output_checks.check_inputs(args, train.load_dataset(args))
 
 
+@pytest.mark.slow
 def test_a_file_that_is_not_train_pys_metrics_is_never_replaced(tmp_path):
     notes = tmp_path / "results.json"
     notes.write_text('{"my": "results"}')
@@ -535,6 +557,7 @@ def test_a_file_that_is_not_train_pys_metrics_is_never_replaced(tmp_path):
         assert json.loads(path.read_text())["finished"] is True
 
 
+@pytest.mark.slow
 def test_a_metrics_json_link_into_a_folder_that_does_not_exist_yet(tmp_path):
     """The link's target folder is made before training (the link's own
     folder exists): the JSON lands at the target, the link is kept."""
@@ -545,6 +568,7 @@ def test_a_metrics_json_link_into_a_folder_that_does_not_exist_yet(tmp_path):
     assert link.is_symlink() and json.loads((tmp_path / "results" / "today" / "metrics.json").read_text())["finished"]
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_start_up_is_one_line(tmp_path):
     """SIGINT while TensorFlow is still being imported (parse_args imports
     it) or while the run starts: one line and exit 130, no traceback."""
@@ -587,3 +611,55 @@ def test_an_output_inside_a_linked_class_folder_is_refused(tmp_path):
     args = train.parse_args(["--data-dir", str(images), "--checkpoint-dir", str(tmp_path / "cats-elsewhere" / "ck")])
     with pytest.raises(UsageError, match="is inside --data-dir"):
         output_checks.check_inputs(args, train.load_dataset(args))
+
+
+@pytest.mark.parametrize("flags, fragment", [
+    (["--mixup", "0"], "--mixup must be a finite number > 0 (got 0.0)"),
+    (["--mixup", "inf"], "--mixup must be a finite number > 0 (got inf)"),
+    (["--cutmix", "1.5"], "--cutmix must be in (0, 1]"),
+    (["--cutmix", "0"], "--cutmix must be in (0, 1]"),
+    (["--mixup", "0.2", "--strategy", "multiworker"], "not supported with --strategy multiworker"),
+])
+def test_bad_mixing_flags_are_one_line(flags, fragment, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        train.parse_args(flags)
+    assert exit_.value.code == 2
+    assert fragment in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_mixup_and_cutmix_train_inside_the_step_and_export_the_network(tmp_path, monkeypatch, capsys):
+    import gpuaug
+
+    trained = []
+    fit = keras.Model.fit
+
+    def spy(self, *args, **kwargs):
+        trained.append(self)
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "fit", spy)
+    summary = run_train("--model", "tiny", "--mixup", "0.3", "--cutmix", "0.5", "--rotation-range", "10",
+                        "--export", str(tmp_path / "export"))
+    (trainer,) = trained
+    assert isinstance(trainer, gpuaug.TrainWithMixing)
+    assert [(type(layer).__name__, layer.get_config().get("alpha", layer.get_config().get("factor")))
+            for layer in trainer.mixing] == [("MixUp", 0.3), ("CutMix", [0.5, 0.5])]
+    assert trainer.augmentation.get_config()["rotation_range"] == 10  # each image before the mixing
+    assert trainer.loss == "categorical_crossentropy"
+    assert "mixup 0.3, cutmix 0.5" in capsys.readouterr().out
+    network = keras.models.load_model(tmp_path / "export" / "model.keras")
+    assert not any(isinstance(layer, (gpuaug.TrainWithMixing, gpuaug.MixUp, gpuaug.CutMix, gpuaug.RandomTransform))
+                   for layer in network.layers)
+    assert summary["model"] is trainer.model and 0 <= summary["test_accuracy"] <= 1
+
+
+def test_a_resume_with_other_mixing_is_refused(tmp_path):
+    checkpoints = str(tmp_path / "checkpoints")
+    run_train("--model", "tiny", "--mixup", "0.2", "--checkpoint-dir", checkpoints)
+    with pytest.raises(UsageError, match="holds a run with --mixup 0.2; this run has 0.4"):
+        run_train("--model", "tiny", "--mixup", "0.4", "--checkpoint-dir", checkpoints, "--epochs", "2")
+    with pytest.raises(UsageError, match="holds a run with --cutmix none; this run has 1.0"):
+        run_train("--model", "tiny", "--mixup", "0.2", "--cutmix", "1", "--checkpoint-dir", checkpoints,
+                  "--epochs", "2")
+    summary = run_train("--model", "tiny", "--mixup", "0.2", "--checkpoint-dir", checkpoints, "--epochs", "2")
+    assert [record["epoch"] for record in summary["epochs"]] == [1, 2] and summary["epochs_run"] == 1
