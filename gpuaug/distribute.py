@@ -11,6 +11,7 @@ draws have the global batch's shape, so no offset is needed there.
 
 import keras
 import keras.src.backend
+from keras.src.utils import tracking
 
 from gpuaug import backend
 from gpuaug.backend import ops
@@ -54,3 +55,20 @@ class ReplicaSeedGenerator(keras.random.SeedGenerator):
             return seed
         offset = ops.cast(index, seed.dtype) * REPLICA_STRIDE
         return seed + ops.stack([offset, ops.zeros_like(offset)])
+
+
+@tracking.no_automatic_dependency_tracking
+def current_seed_generator(layer):
+    """The seed generator `layer` draws from now: its `seed_generator` (a
+    `ReplicaSeedGenerator` of `layer.seed`), or inside a tf.data pipeline on
+    another backend (`backend.tensorflow_scope()`) a TensorFlow one with the
+    same seed, made on first use and not tracked (no variable of the layer,
+    nothing saved), as Keras' own random layers keep one."""
+    if not backend.in_tensorflow_scope():
+        return layer.seed_generator
+    generator = layer.__dict__.get("_tensorflow_seed_generator")
+    if generator is None:
+        generator = ReplicaSeedGenerator(layer.seed, name="tensorflow_seed_generator",
+                                         backend=backend.tensorflow_backend())
+        layer._tensorflow_seed_generator = generator
+    return generator

@@ -1,12 +1,11 @@
 """`RandomTransform`: `ImageDataGenerator`'s random augmentation as a Keras layer."""
 
 import keras
-from keras.src.utils import tracking
 
 from gpuaug import arguments as arguments_lib, backend, colour, config as config_lib, geometry as geometry_lib, \
     sampling, targets, warp
 from gpuaug.backend import ops
-from gpuaug.distribute import ReplicaSeedGenerator
+from gpuaug.distribute import ReplicaSeedGenerator, current_seed_generator
 
 
 def _same_size(size, other):
@@ -146,21 +145,6 @@ class RandomTransform(backend.RunsInTensorFlowGraphs, keras.layers.Layer):
             "mask_fill_value": mask_fill_value,
         })
 
-    @tracking.no_automatic_dependency_tracking
-    def _current_seed_generator(self):
-        """The layer's `seed_generator`, or inside a tf.data pipeline on
-        another backend (`backend.tensorflow_scope()`) a TensorFlow one with
-        the same seed, made on first use and not tracked (no variable of the
-        layer, nothing saved), as Keras' own random layers keep one."""
-        if not backend.in_tensorflow_scope():
-            return self.seed_generator
-        generator = self.__dict__.get("_tensorflow_seed_generator")
-        if generator is None:
-            generator = ReplicaSeedGenerator(self.seed, name="tensorflow_seed_generator",
-                                             backend=backend.tensorflow_backend())
-            self._tensorflow_seed_generator = generator
-        return generator
-
     # Shapes --------------------------------------------------------------
 
     def _check_images(self, images):
@@ -234,7 +218,7 @@ class RandomTransform(backend.RunsInTensorFlowGraphs, keras.layers.Layer):
             batch,
             height,
             width,
-            seed=self._current_seed_generator() if seed is None else seed,
+            seed=current_seed_generator(self) if seed is None else seed,
         )
 
     @backend.switches_in_tensorflow_graphs

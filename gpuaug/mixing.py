@@ -28,11 +28,10 @@ draw, inside the compiled training step, on all three backends.
 """
 
 import keras
-from keras.src.utils import tracking
 
 from gpuaug import backend, config as config_lib
 from gpuaug.backend import ops, random
-from gpuaug.distribute import ReplicaSeedGenerator
+from gpuaug.distribute import ReplicaSeedGenerator, current_seed_generator
 
 # A call draws one seed from the layer's generator (which advances once);
 # each of its random calls takes that seed plus k * STREAM_OFFSET on both
@@ -242,19 +241,6 @@ class _Mixing(backend.RunsInTensorFlowGraphs, keras.layers.Layer):
         # RandomTransform's (gpuaug.distribute).
         self.seed_generator = ReplicaSeedGenerator(self.seed, name="seed_generator")
 
-    @tracking.no_automatic_dependency_tracking
-    def _current_seed_generator(self):
-        """As `RandomTransform`'s: inside a tf.data pipeline on another
-        backend, an untracked TensorFlow generator with the same seed."""
-        if not backend.in_tensorflow_scope():
-            return self.seed_generator
-        generator = self.__dict__.get("_tensorflow_seed_generator")
-        if generator is None:
-            generator = ReplicaSeedGenerator(self.seed, name="tensorflow_seed_generator",
-                                             backend=backend.tensorflow_backend())
-            self._tensorflow_seed_generator = generator
-        return generator
-
     def _shape(self, images):
         shape = ops.shape(images)
         if len(shape) not in (3, 4):
@@ -273,7 +259,7 @@ class _Mixing(backend.RunsInTensorFlowGraphs, keras.layers.Layer):
         shape = self._shape(images)
         if not training or len(shape) == 3:
             return None
-        return self._sample(shape, self._current_seed_generator() if seed is None else seed)
+        return self._sample(shape, current_seed_generator(self) if seed is None else seed)
 
     @backend.switches_in_tensorflow_graphs
     def transform_images(self, images, transformation=None, training=True):
