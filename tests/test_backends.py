@@ -36,6 +36,7 @@ def run_backend(backend, tmp_path, images, transformation):
     return dict(np.load(target))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_same_pixels_seeding_and_jit_training(backend, tmp_path, cifar_test_images):
     if importlib.util.find_spec(backend) is None:

@@ -8,6 +8,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 from benchmarks import epoch_time, parity, peers, repo_relative
 from conftest import CIFAR_DIR, REPO
 
@@ -66,6 +68,7 @@ def test_parity_report_writes_relative_paths(tmp_path, capsys):
     assert all(row["mismatch_fraction"] == 0 for row in report["rows"])
 
 
+@pytest.mark.slow
 def test_epoch_time_writes_relative_paths(tmp_path, capsys):
     epoch_time.main(["--regimes", "tiny", "--epochs", "1", "--limit", "64", "--batch-size", "32",
                      "--data-dir", str(CIFAR_DIR.parent), "--out", str(tmp_path)])
@@ -76,6 +79,7 @@ def test_epoch_time_writes_relative_paths(tmp_path, capsys):
     assert next(tmp_path.glob("epoch_time-*.png")).stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_peers_quick_run_reports_every_backend_and_contender(tmp_path):
     """`python -m benchmarks.peers --quick`: every backend, a row for every
     contender (a rate, or a status with its reason), the ratios, the fit and

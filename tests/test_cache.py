@@ -40,6 +40,7 @@ def opened(opens, folder, split):
     return collections.Counter(opens.counts[str(p)] for p in (folder / split).rglob("*.png"))
 
 
+@pytest.mark.slow
 def test_cache_in_memory_reads_each_file_once(tmp_path):
     from file_opens import FileOpens
 
@@ -54,6 +55,7 @@ def test_cache_in_memory_reads_each_file_once(tmp_path):
     assert opened(opens, tmp_path, "train") == {4: 18}  # without: every epoch decodes again
 
 
+@pytest.mark.slow
 def test_cache_files_are_reused_by_a_resumed_run_and_rebuilt_when_the_folder_changes(tmp_path):
     from file_opens import FileOpens
 
@@ -105,6 +107,7 @@ def test_cached_pixels_equal_decoded_ones_and_an_unfinished_cache_is_rebuilt(tmp
     np.testing.assert_array_equal(again, plain)
 
 
+@pytest.mark.slow
 def test_a_cache_in_use_by_another_run_is_refused(tmp_path):
     import fcntl
 
@@ -116,6 +119,7 @@ def test_a_cache_in_use_by_another_run_is_refused(tmp_path):
     assert_one_line_error(result, "another run is using its train cache")
 
 
+@pytest.mark.slow
 def test_cache_on_cifar_batches_is_refused():
     result = run_cli("--data-dir", str(CIFAR_DIR), "--cache", "--epochs", "1")
     assert_one_line_error(result, "--cache keeps the decoded images of a folder")
@@ -126,6 +130,7 @@ USER_FILES = {"train-log.txt": "epoch 1: ok\n", "test-results.csv": "a,b\n1,2\n"
               "gpuaug-cache-notes.txt": "still mine"}
 
 
+@pytest.mark.slow
 def test_the_cache_never_touches_files_it_did_not_write(tmp_path):
     """A cache folder that holds the user's own files (names beginning like
     a split's, one even shaped like an earlier cache's file): after runs
@@ -149,6 +154,7 @@ def test_the_cache_never_touches_files_it_did_not_write(tmp_path):
     assert len(ours) == 8 and all(name.startswith("gpuaug-cache-") for name in ours)
 
 
+@pytest.mark.slow
 def test_a_one_process_run_leaves_a_two_process_runs_cache_alone(tmp_path):
     """Another run's cache in the same folder, with another share name, one
     it is still writing (its lock held, tf.data's lockfile there): a
@@ -171,6 +177,7 @@ def test_a_one_process_run_leaves_a_two_process_runs_cache_alone(tmp_path):
         assert pathlib.Path(path).read_text() == text
 
 
+@pytest.mark.slow
 def test_an_outdated_cache_in_use_by_another_run_is_not_removed(tmp_path):
     folder, cache = tmp_path / "data", tmp_path / "cache"
     two_level(folder, ("train", "test"))
@@ -183,6 +190,7 @@ def test_an_outdated_cache_in_use_by_another_run_is_not_removed(tmp_path):
     assert pathlib.Path(f"{prefix}.index").is_file() and pathlib.Path(f"{prefix}.manifest.json").is_file()
 
 
+@pytest.mark.slow
 def test_an_empty_class_folder_added_rebuilds_the_cache_with_the_new_labels(tmp_path):
     """The issue's case: an added (empty) class folder shifts every label
     by one while no file changes; the cached feed must not keep the old
@@ -266,6 +274,7 @@ def test_the_cache_key_covers_everything_that_defines_the_feed(tmp_path, monkeyp
     assert after != before and before == before.lower() and len(before) == 20
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["truncated", "a byte changed", "index removed", "manifest removed"])
 def test_a_damaged_cache_is_rebuilt_with_one_line(tmp_path, damage):
     folder, cache = tmp_path / "data", tmp_path / "cache"
@@ -295,6 +304,7 @@ def test_a_damaged_cache_is_rebuilt_with_one_line(tmp_path, damage):
     assert "--cache train: reusing" in again.stdout and "rebuilding" not in again.stdout
 
 
+@pytest.mark.slow
 def test_cache_with_the_generator_says_it_keeps_the_evaluated_splits_only(tmp_path):
     folder, cache = tmp_path / "data", tmp_path / "cache"
     two_level(folder, ("train", "test"))
@@ -327,6 +337,7 @@ def test_a_full_disk_while_the_cache_is_written_is_one_line(tmp_path, monkeypatc
         train.run(args)
 
 
+@pytest.mark.slow
 def test_a_real_full_disk_while_the_cache_is_written_is_one_line(tmp_path):
     """The same on a tmpfs too small for the cache (where the machine lets a test mount one)."""
     from test_export import small_disk
@@ -338,6 +349,7 @@ def test_a_real_full_disk_while_the_cache_is_written_is_one_line(tmp_path):
     assert_one_line_error(result, "--cache", "No space left on device")
 
 
+@pytest.mark.slow
 def test_a_cache_cut_short_with_tf_datas_shard_index_left_is_rebuilt(tmp_path):
     """A full disk stops tf.data after it wrote its shard index (`_0.index`):
     the rebuild removed every other file of ours but that one, and tf.data

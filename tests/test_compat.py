@@ -166,6 +166,7 @@ def save_and_reload_elsewhere(layers, images, folder, imports="", load_arguments
     return reloaded, model.predict(images, verbose=0), result
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("application, mode", [("resnet50", "caffe"), ("vgg16", "caffe"), ("mobilenet_v2", "tf"),
                                                ("inception_v3", "tf"), ("densenet", "torch")])
 def test_keras_applications_preprocess_input_saves_reloads_and_predicts(application, mode, small_images, tmp_path):
@@ -204,6 +205,7 @@ def test_imagenet_preprocessing_in_channels_first(small_images):
         gpuaug.ImagenetPreprocessing("bgr")
 
 
+@pytest.mark.slow
 def test_a_registered_function_reloads_where_its_module_is_imported(small_images, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -215,6 +217,7 @@ def test_a_registered_function_reloads_where_its_module_is_imported(small_images
     np.testing.assert_array_equal(reloaded, predicted)
 
 
+@pytest.mark.slow
 def test_an_unregistered_function_warns_at_conversion_and_its_model_needs_it_to_reload(small_images, tmp_path):
     function = preprocessing_functions.unregistered_invert
     with pytest.warns(UserWarning, match="custom_objects=\\{'unregistered_invert': unregistered_invert\\}"):

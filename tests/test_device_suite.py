@@ -71,6 +71,7 @@ def one_stage(monkeypatch):
     return device_suite
 
 
+@pytest.mark.slow
 def test_the_smoke_run_reaches_every_part_and_writes_its_report(tmp_path):
     out = tmp_path / "device"
     env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
@@ -138,6 +139,7 @@ def test_smoke_compiles_one_tiny_size():
     assert any(size == shape and batch in batches for shape, batches in SMOKE.sizes)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGINT"])
 def test_an_interrupt_stops_the_worker_and_writes_what_finished(tmp_path, signal_name):
     """SIGTERM to the suite, or Ctrl-C (SIGINT to its process group), during
@@ -187,6 +189,7 @@ def test_an_interrupt_stops_the_worker_and_writes_what_finished(tmp_path, signal
     assert sorted(p.name for p in out.iterdir()) == ["device_suite.json"]
 
 
+@pytest.mark.slow
 def test_a_peer_that_fails_to_import_is_that_contenders_error_only(tmp_path):
     broken = tmp_path / "broken" / "augmax"
     broken.mkdir(parents=True)
@@ -216,6 +219,7 @@ def test_a_stale_stage_file_from_an_earlier_run_is_not_merged(tmp_path, one_stag
     assert not (tmp_path / ".stage-0.json").exists()
 
 
+@pytest.mark.slow
 def test_a_stage_past_its_deadline_keeps_its_rows_and_the_run_stays_within_the_budget(tmp_path):
     out, budget = tmp_path / "device", 20
     plan = {"stages": [["jax", ["throughput"]]], "shares": [1.0], "hang": True}

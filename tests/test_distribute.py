@@ -28,6 +28,7 @@ def draws(seed, *extra):
     return json.loads(out.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_replicas_draw_independently_and_seeded_runs_repeat():
     first = draws(1)
     assert first["replicas"] == 2
@@ -40,12 +41,14 @@ def test_replicas_draw_independently_and_seeded_runs_repeat():
     assert draws(2) != first
 
 
+@pytest.mark.slow
 def test_negative_control_keras_seed_generator_repeats_across_replicas():
     """The bug the layer avoids: one mirrored seed state, identical draws."""
     plain = draws(1, "plain")
     assert all(step[0] == step[1] for step in plain["steps"])
 
 
+@pytest.mark.slow
 def test_train_mirrored_on_two_logical_devices(tmp_path):
     out = python(str(REPO / "tests" / "logical_cpus.py"), "2", *QUICK,
                  "--strategy", "mirrored", "--export", str(tmp_path / "export"))
@@ -53,6 +56,7 @@ def test_train_mirrored_on_two_logical_devices(tmp_path):
     assert "test accuracy:" in out and (tmp_path / "export" / "model.keras").exists()
 
 
+@pytest.mark.slow
 def test_generator_under_mirrored_with_an_uneven_last_batch():
     """Keras' generator input under MirroredStrategy failed on a batch that
     splits unevenly over the replicas (256 images in batches of 96 on three
@@ -65,6 +69,7 @@ def test_generator_under_mirrored_with_an_uneven_last_batch():
     assert "batch 96, 3 replica(s)" in out and "test accuracy:" in out
 
 
+@pytest.mark.slow
 def test_mirrored_trims_a_last_training_batch_smaller_than_the_replicas():
     """65 training images in batches of 64 on two replicas: the last batch,
     one image, left one replica empty ("AddN must have the same size" from
@@ -80,6 +85,7 @@ def test_mirrored_trims_a_last_training_batch_smaller_than_the_replicas():
     assert_one_line_error(result, "--strategy mirrored over 2 devices: 1 training image(s) are fewer than the 2")
 
 
+@pytest.mark.slow
 def test_mirrored_evaluates_an_odd_split_smaller_than_a_batch(tmp_path):
     """25 validation images in one evaluation batch split 13/12 over two
     replicas: Keras' evaluate failed with "AddN must have the same size".
@@ -102,6 +108,7 @@ def test_mirrored_evaluates_an_odd_split_smaller_than_a_batch(tmp_path):
     assert f"validation loss {loss:.4f}, validation accuracy {accuracy:.4f}" in line, (line, loss, accuracy)
 
 
+@pytest.mark.slow
 def test_train_data_parallel_on_jax_with_two_devices():
     # 256 images, int(25.6) = 25 held out: 231 to train, an odd number; every batch
     # (the last partial one too) must split over the two devices, so one is left out.
@@ -182,6 +189,7 @@ def test_train_multiworker_two_local_processes(tmp_path):
     assert json.loads((checkpoints / "training_metadata.json").read_text())["epoch"] == 2
 
 
+@pytest.mark.slow
 def test_jit_compile_under_multiworker_compiles_with_xla(tmp_path):
     """--jit-compile under --strategy multiworker: each replica's forward and
     backward pass runs through XLA, as the start-up line says. XLA's own dump
@@ -206,6 +214,7 @@ def test_jit_compile_under_multiworker_compiles_with_xla(tmp_path):
         assert names == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config, fragments", [
     ("{not json", ["TF_CONFIG is not valid JSON"]),
     (json.dumps({"task": {"type": "worker", "index": 0}}), ["TF_CONFIG needs a \"cluster\""]),
@@ -258,6 +267,7 @@ def assert_each_file_read_by_one_process(opens, folder, passes_train, passes_tes
     assert test == collections.Counter({passes_test: 30}), test
 
 
+@pytest.mark.slow
 def test_train_multiworker_from_an_image_folder(tmp_path):
     """TensorFlow workers on an image folder: each reads and decodes only its
     share (105 images: 52 per worker, one left out; the test set 15 each),
@@ -289,6 +299,7 @@ def test_train_multiworker_from_an_image_folder(tmp_path):
     assert f"test accuracy: {accuracy:.4f}" in outs[0]
 
 
+@pytest.mark.slow
 def test_data_parallel_on_jax_draws_per_image_across_devices():
     """Under DataParallel each device holds half of the batch; the images of
     both halves get their own parameters (8 identical inputs, 8 different
@@ -327,6 +338,7 @@ def run_jax_cluster(tmp_path, *extra, processes=2, timeout=300):
     return logs, results
 
 
+@pytest.mark.slow
 def test_jax_multi_host_trains_in_lockstep_draws_per_image_and_resumes(tmp_path):
     import numpy as np
 
@@ -374,6 +386,7 @@ def test_jax_cluster_flag_errors(backend, flags, message):
     assert_one_line_error(result, message)
 
 
+@pytest.mark.slow
 def test_jax_multi_host_streams_an_image_folder(tmp_path):
     """Two JAX processes on a folder: each reads and decodes only its share
     (105 images: 52 each, one left out; the test set 15 each), in lockstep,

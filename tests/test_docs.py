@@ -131,6 +131,7 @@ def run_bash_command(command, reason, folder):
     assert result.returncode == 0, f"{command}\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path, language, code, reason", list(code_blocks()))
 def test_code_block_runs(path, language, code, reason, scratch):
     if language == "python":

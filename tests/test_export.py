@@ -66,6 +66,7 @@ def fault(folder, kill_at, entries):
         cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=60)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("entries, old_kind", [
     ("model.keras,saved_model", "linked"),      # TensorFlow export over this gpuaug's export
     ("model.keras,saved_model", "none"),        # the first export into a folder
@@ -136,6 +137,7 @@ def test_export_keeps_other_files_and_replaces_only_its_own(tmp_path):
     keras.models.load_model(folder / "model.keras")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("make, name", [
     (lambda d: (d / "model.keras").mkdir(), "model.keras"),
     (lambda d: (d / "saved_model").write_text("a user's file"), "saved_model"),
@@ -154,6 +156,7 @@ def test_entries_that_are_not_an_export_are_refused_before_training(tmp_path, ma
     assert contents(folder) == before
 
 
+@pytest.mark.slow
 def test_export_dot_in_a_folder_with_other_files(tmp_path):
     """`--export .` from a working folder: its files stay, the export joins them."""
     work = tmp_path / "project"
@@ -169,6 +172,7 @@ def test_export_dot_in_a_folder_with_other_files(tmp_path):
                                                       "src"]
 
 
+@pytest.mark.slow
 def test_the_next_run_finishes_an_export_of_an_earlier_gpuaug(tmp_path):
     """An earlier gpuaug's journal, killed after its new export was complete,
     left it in its ready folder: train.py's next run installs it before
@@ -209,6 +213,7 @@ def plain_entries(folder, store):
     (folder / "saved_model" / "variables").mkdir()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("store", [True, False], ids=["links-replaced-by-the-user", "no-export-yet"])
 def test_a_users_model_keras_and_saved_model_are_never_replaced(tmp_path, store):
     folder = tmp_path / "export"
@@ -229,6 +234,7 @@ def test_a_users_model_keras_and_saved_model_are_never_replaced(tmp_path, store)
     assert "epoch 1" not in result.stdout and contents(folder) == before
 
 
+@pytest.mark.slow
 def test_tidy_up_without_training(tmp_path):
     folder = tmp_path / "export"
     old_export(folder, "linked")
@@ -298,6 +304,7 @@ def test_a_full_disk_during_the_saved_model_keeps_the_previous_export(tmp_path, 
     assert contents(folder) == before and reader_view(folder) == ("old", "old")
 
 
+@pytest.mark.slow
 def test_a_real_full_disk_fails_the_export_in_one_line(tmp_path):
     """On a tmpfs too small for the SavedModel (where the machine lets a test mount one)."""
     disk = small_disk(tmp_path, "60k")

@@ -150,6 +150,7 @@ def test_file_manager_and_hidden_files_are_skipped_other_files_refused(tmp_path)
         index_files(tmp_path, ["cat", "dog"])
 
 
+@pytest.mark.slow
 def test_appledouble_files_do_not_stop_a_run(tmp_path):
     write_image_folder(tmp_path, [np.full((8, 8, 3), i, np.uint8) for i in range(12)], [i % 2 for i in range(12)])
     (tmp_path / "cat" / "._00000.png").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X")
@@ -192,6 +193,7 @@ def test_train_and_val_folders_train_a_classifier_of_their_classes(tmp_path):
     assert summary["validation"] == "test" and summary["epochs"][0]["test_loss"] > 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("make, fragments", [
     (lambda root: two_level(root, ("train",), classes=("cat",)), ["has one class folder (cat/)", "at least two"]),
     (lambda root: two_level(root, ("",), classes=("only",)), ["has one class folder (only/)"]),
@@ -210,6 +212,7 @@ def test_folders_that_would_train_nonsense_are_refused_before_training(tmp_path,
     assert "epoch 1" not in result.stdout and "training on" not in result.stdout
 
 
+@pytest.mark.slow
 def test_images_too_small_for_the_model_are_one_line(tmp_path):
     two_level(tmp_path, ("train",))
     result = run_cli("--data-dir", str(tmp_path), "--image-size", "8", "8", "--epochs", "1", "--verbose", "0")
@@ -218,12 +221,14 @@ def test_images_too_small_for_the_model_are_one_line(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_validation_split_beside_a_val_folder_is_refused(tmp_path):
     two_level(tmp_path, ("train", "val", "test"))
     result = run_cli("--data-dir", str(tmp_path), "--validation-split", "0.2", "--epochs", "1")
     assert_one_line_error(result, "is the validation set: drop --validation-split")
 
 
+@pytest.mark.slow
 def test_image_size_with_cifar_batches_is_refused():
     result = run_cli("--data-dir", str(CIFAR_DIR), "--image-size", "64", "64", "--epochs", "1")
     assert_one_line_error(result, "--image-size 64 64", "CIFAR-10 batches are 32x32")
@@ -284,6 +289,7 @@ def test_a_process_reads_only_the_files_of_its_share(tmp_path):
     assert values == {int(pathlib.Path(p).stem) for p in shares[0].paths} and len(values) == 24
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("source", ["batches", "folder"])
 def test_validation_each_epoch_in_the_log_and_metrics_json(tmp_path, source, cifar_png_folder):
     data = str(CIFAR_DIR) if source == "batches" else str(cifar_png_folder)
@@ -314,6 +320,7 @@ def test_generator_on_a_folder_reads_the_training_split_with_flow_from_directory
     assert summary["train_images"] == 40 and summary["augment"] == "generator"
 
 
+@pytest.mark.slow
 def test_generator_on_a_folder_with_gifs_is_refused_in_one_line(tmp_path):
     """Keras' image_dataset_from_directory reads GIFs, the legacy
     flow_from_directory skips them without a word: the generator path would
@@ -326,6 +333,7 @@ def test_generator_on_a_folder_with_gifs_is_refused_in_one_line(tmp_path):
     assert open_data(str(tmp_path)).counts["train"] + open_data(str(tmp_path)).counts["test"] == 22
 
 
+@pytest.mark.slow
 def test_png_folder_trains_like_the_batches(cifar_png_folder):
     """Same data, streamed from PNG files or read from the batches: test
     accuracy within noise (the tiny model, which trains in seconds; chance is
@@ -348,6 +356,7 @@ def peak_rss_mb(*args):
     return float(re.search(r"peak_rss_mb ([\d.]+)", result.stdout).group(1)), result.stdout
 
 
+@pytest.mark.slow
 def test_memory_stays_bounded_on_a_folder_larger_than_it(tmp_path):
     """16,000 JPEG files of 64x64 are 188 MiB as uint8 arrays (750 MiB as the
     float32 images Keras' loader yields); train.py may use at most 100 MiB
@@ -448,6 +457,7 @@ def test_the_test_hold_out_is_keras_validation_split(tmp_path):
     assert with_split.counts["validation"] == int(52 * 0.3)
 
 
+@pytest.mark.slow
 def test_file_names_that_are_not_utf8_train_on_every_path(tmp_path):
     """A name in Latin-1 (b'caf\\xe9.png', as an old camera or archive
     writes it): read as it is named, by the stream, the file cache and
@@ -465,6 +475,7 @@ def test_file_names_that_are_not_utf8_train_on_every_path(tmp_path):
         assert "test accuracy" in result.stdout and "\\xe9" in result.stdout  # the folder's name, escaped
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("suffix, keep", [(".png", 60), (".jpg", 300)])
 def test_a_truncated_image_under_the_generator_is_one_line(tmp_path, suffix, keep):
     """flow_from_directory reads with Pillow, which raises its own error
@@ -484,6 +495,7 @@ def bmp(path, image, mode):
     Image.fromarray(image).convert(mode).save(path)
 
 
+@pytest.mark.slow
 def test_bmp_files_that_tensorflow_would_decode_wrongly_are_refused(tmp_path):
     """TensorFlow's decoder (Keras' loader's too) reads an 8-bit palette
     BMP's indices as grey and cannot read 1-bit ones: refused in one line

@@ -344,6 +344,7 @@ def test_boxes_follow_only_the_shown_part(kwargs):
         assert hidden >= 1
 
 
+@pytest.mark.slow
 def test_boxes_follow_only_the_shown_part_on_jax(tmp_path):
     """The same boxes and draws, moved by JAX under jit."""
     kwargs = BOX_CASES[0]
@@ -364,6 +365,7 @@ np.savez({str(tmp_path / "out.npz")!r}, boxes=np.asarray(out["boxes"]), labels=n
     assert checked >= 120 and hidden >= 1
 
 
+@pytest.mark.slow
 def test_no_boxes_and_empty_batches_with_a_lens_and_a_perspective():
     import tensorflow as tf
 
@@ -389,6 +391,7 @@ print("passed through")
     assert result.returncode == 0 and "passed through" in result.stdout, result.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_boxes_masks_and_keypoints_with_a_lens_and_a_perspective_on_pytorch():
     if importlib.util.find_spec("torch") is None:
         pytest.fail("torch is in requirements-test.txt and must be installed")
@@ -515,6 +518,7 @@ def assert_bound_report(report):
         assert excluded < 0.02, (key, excluded)
 
 
+@pytest.mark.slow
 def test_order_1_error_within_the_stated_bound_on_tensorflow():
     report = bound_report()
     assert_bound_report(report)
@@ -522,6 +526,7 @@ def test_order_1_error_within_the_stated_bound_on_tensorflow():
     assert max(inside for _, inside, _ in report.values()) < 0.1
 
 
+@pytest.mark.slow
 def test_order_1_error_within_the_stated_bound_on_jax():
     result = run_python("""
 import json, sys

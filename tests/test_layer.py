@@ -288,6 +288,7 @@ def test_config_round_trip_keeps_every_argument():
         assert clone.get_config()[key] == value
 
 
+@pytest.mark.slow
 def test_model_saves_and_loads_without_custom_objects(tmp_path):
     model = build_model(**AUGMENT, seed=4)
     path = tmp_path / "m.keras"

@@ -61,6 +61,7 @@ def results(tmp_path_factory):
 
 # 20. tf.data on every backend --------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["tensorflow"] + OTHER_BACKENDS)
 def test_tf_data_pipeline_augments_images_and_targets(backend, results):
     """In `Dataset.map` the layer augments images and dicts (masks keep
@@ -85,6 +86,7 @@ def test_tf_data_pipeline_augments_images_and_targets(backend, results):
                                                        "torch": "torch"}[backend]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", OTHER_BACKENDS)
 def test_tf_data_on_other_backends_runs_tensorflows_functions(backend, results):
     """On JAX and PyTorch the pipeline computes exactly what it computes on
@@ -142,6 +144,7 @@ def test_backend_name_and_the_warps_choices_follow_the_scope_on_jax():
 
 # 21. Seeds and argument types ---------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["tensorflow"] + OTHER_BACKENDS)
 def test_seeds_follow_one_rule_on_every_backend(backend, results):
     """0 and 2**32 - 1 (numpy's range) draw: distinct values, new ones on the
@@ -229,6 +232,7 @@ def test_numpy_scalars_and_integer_flags_are_accepted_and_configs_hold_python_va
 
 # 22. Perspective and lens change no other draw ----------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["tensorflow"] + OTHER_BACKENDS)
 def test_perspective_and_lens_change_no_other_draw(backend, results):
     """Same seed, two successive calls: the reference's keys are identical
@@ -267,6 +271,7 @@ def test_draws_without_perspective_or_lens_are_those_of_one_uniform_call():
         np.testing.assert_array_equal(np.asarray(drawn["flip_horizontal"]), u[:, 4] < 0.5)
 
 
+@pytest.mark.slow
 def test_replicas_still_draw_apart_with_perspective_under_mirrored_strategy():
     """tf.distribute's per-replica offset (`ReplicaSeedGenerator`) reaches the
     extra streams: two replicas draw different perspectives, and each
@@ -306,6 +311,7 @@ def test_replicas_still_draw_apart_with_perspective_under_mirrored_strategy():
 
 # The reference's dicts (Python numbers) on every backend --------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["tensorflow"] + OTHER_BACKENDS)
 def test_a_dict_of_python_numbers_applies_on_every_backend(backend, results):
     """`get_random_transform` returns Python floats and ints; on JAX and

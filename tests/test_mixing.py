@@ -195,6 +195,7 @@ def test_beta_draws_follow_the_beta_distribution(alpha, beta):
     assert equiprobable_chisquare(draws, stats.beta(alpha, beta)) > P_MIN
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("alpha", [0.2, 1.0])
 def test_mix_up_weights_and_permutations_follow_keras(alpha):
     images = np.zeros((20000, 1, 1, 1), "float32")
@@ -287,6 +288,7 @@ def test_fit_mixes_the_labels_with_the_images_draw_under_xla(name):
     assert not np.allclose(mixed_labels, one_hot(labels[:16], CLASSES))
 
 
+@pytest.mark.slow
 def test_a_list_chooses_one_layer_per_batch_uniformly():
     """[MixUp, CutMix]: each batch is one layer's (CutMix's pixels are each
     image's own or its partner's; MixUp's blends are neither), each layer
@@ -310,6 +312,7 @@ def test_a_list_chooses_one_layer_per_batch_uniformly():
     assert stats.binomtest(chosen_cut_mix, 200).pvalue > P_MIN
 
 
+@pytest.mark.slow
 def test_fit_with_augmentation_first_and_a_real_loss():
     images, labels = labelled_images(8)
     model = keras.Sequential([keras.Input((8, 8, CLASSES)), keras.layers.Flatten(),
@@ -358,6 +361,7 @@ def test_identity_at_inference(name):
     assert not np.array_equal(layer(images), images)  # training=True by default, as Keras' layers
 
 
+@pytest.mark.slow
 def test_save_and_reload(tmp_path):
     images, labels = labelled_images(8, count=32)
     model = keras.Sequential([keras.Input((8, 8, CLASSES)), gpuaug.MixUp(alpha=0.3, seed=5),

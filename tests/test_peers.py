@@ -56,6 +56,7 @@ def one_line(stderr):
     return lines[-1]
 
 
+@pytest.mark.slow
 def test_an_unusable_out_is_one_error_line(tmp_path):
     a_file = tmp_path / "a-file"
     a_file.write_text("mine")
@@ -66,6 +67,7 @@ def test_an_unusable_out_is_one_error_line(tmp_path):
     assert a_file.read_text() == "mine"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("content", [None, "not json{", "[1, 2]", '{"benchmark": "something else"}',
                                      '{"benchmark": "peers", "backends": {"tensorflow": {}}}'])
 def test_plot_only_without_a_report_is_one_line_and_keeps_the_picture(tmp_path, content):
@@ -79,6 +81,7 @@ def test_plot_only_without_a_report_is_one_line_and_keeps_the_picture(tmp_path, 
     assert (out / "peers.png").read_bytes() == b"an earlier picture"
 
 
+@pytest.mark.slow
 def test_files_a_user_wrote_are_never_replaced_or_removed(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
@@ -108,6 +111,7 @@ def test_files_a_user_wrote_are_never_replaced_or_removed(tmp_path):
         assert (out / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
 
 
+@pytest.mark.slow
 def test_a_broken_backend_is_its_rows_with_the_reason(tmp_path):
     out = tmp_path / "out"
     status, stdout, stderr = run(tmp_path, "--quick", "--out", str(out), BROKEN="torch")
@@ -138,6 +142,7 @@ def wait_for_workers(tmp_path, count=3, seconds=60):
     raise AssertionError("the workers did not start")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGINT"])
 def test_an_interrupt_stops_every_worker_and_leaves_nothing(tmp_path, signal_name):
     out = tmp_path / "out"
@@ -159,6 +164,7 @@ def test_an_interrupt_stops_every_worker_and_leaves_nothing(tmp_path, signal_nam
     assert list(out.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_a_second_run_on_the_same_out_is_refused(tmp_path):
     out = tmp_path / "out"
     first = start(tmp_path, "--quick", "--out", str(out), HANG=str(tmp_path))

@@ -245,6 +245,7 @@ def test_pixels_equal_a_float64_scipy_reference(images, order, mode, kwargs):
     assert not np.array_equal(ours, images)
 
 
+@pytest.mark.slow
 def test_both_data_formats_and_xla(images):
     layer = gpuaug.RandomTransform(perspective_range=0.5, distortion_range=0.2, rotation_range=20, seed=1)
     transformation = layer.get_random_transformation(images)
@@ -398,6 +399,7 @@ def test_the_lens_bends_lines_the_documented_way():
         assert middle_further == barrel, (k1, columns)
 
 
+@pytest.mark.slow
 def test_targets_move_with_perspective_and_lens():
     height, width = 40, 48
     rng = np.random.default_rng(10)
@@ -450,6 +452,7 @@ def test_config_round_trip_and_a_compiled_training_step():
     assert model.jit_compile and np.isfinite(history.history["loss"][0])
 
 
+@pytest.mark.slow
 def test_train_py_flags():
     from conftest import CIFAR_DIR, assert_one_line_error, run_cli
 

@@ -42,6 +42,7 @@ print("RESULT", jit, np.isfinite(loss), control)
 """
 
 
+@pytest.mark.slow
 def test_the_recipe_keeps_xla_on_tensorflow():
     namespace = {}
     exec(RECIPE, namespace)

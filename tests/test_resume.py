@@ -30,6 +30,7 @@ def small_folder(root, count=96):
     return root
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("source", ["batches", "folder", "folder-cached"])
 def test_a_resumed_run_trains_exactly_what_an_uninterrupted_run_trains(tmp_path, source):
     """Three epochs in one run against one epoch, then a rerun to three:
@@ -95,6 +96,7 @@ def test_the_checkpoint_records_the_seed_states(tmp_path):
     assert model.get_layer("augment").seed_generator.state.numpy().tolist() == [0, 4]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("changed, original, fragments", [
     (["--limit", "128"], [], ["--limit 256", "this run has 128"]),
     (["--batch-size", "32"], [], ["--batch-size 64", "this run has 32"]),
@@ -134,6 +136,7 @@ def test_a_new_learning_rate_on_resume_is_applied_and_said(tmp_path, capsys):
     assert metadata["run"]["learning_rate"] == 0.01
 
 
+@pytest.mark.slow
 def test_a_kill_between_the_checkpoint_and_metrics_json_loses_no_epoch(tmp_path):
     """Killed after epoch 2's checkpoint, before --metrics-json is rewritten
     with epoch 2: the rerun resumes after epoch 2 and the file ends with
@@ -169,6 +172,7 @@ def test_the_generator_path_does_not_replay_its_first_epoch(tmp_path):
     assert not np.allclose(resumed[0][0], first)
 
 
+@pytest.mark.slow
 def test_a_resume_after_the_image_folder_changed_is_refused(tmp_path):
     """A class folder added (every label after it shifts) or images added
     make another data set under the same --data-dir: refused, naming it."""
@@ -196,6 +200,7 @@ def test_a_resume_after_the_image_folder_changed_is_refused(tmp_path):
     assert not (tmp_path / "ck" / "training_metadata.json.bkp").exists()  # nothing trained
 
 
+@pytest.mark.slow
 def test_a_run_killed_while_it_wrote_its_first_checkpoint_starts_again(tmp_path):
     """Killed after epoch 1's weights, before their metadata (nothing
     recorded as done, no backup yet): the rerun starts from epoch 1, says
@@ -215,6 +220,7 @@ def test_a_run_killed_while_it_wrote_its_first_checkpoint_starts_again(tmp_path)
     assert json.loads((checkpoints / "training_metadata.json").read_text())["epoch"] == 2
 
 
+@pytest.mark.slow
 def test_a_second_run_on_the_same_checkpoint_dir_is_refused(tmp_path):
     """Two runs writing one --checkpoint-dir would overwrite each other's
     states: while one holds the folder, another is refused in one line."""
@@ -231,6 +237,7 @@ def test_a_second_run_on_the_same_checkpoint_dir_is_refused(tmp_path):
     assert run_cli(*QUICK, "--checkpoint-dir", str(checkpoints)).returncode == 0  # once the first one ended
 
 
+@pytest.mark.slow
 def test_a_checkpoint_that_cannot_be_written_stops_the_run_in_one_line(tmp_path):
     """A write the file system refuses (here partial.weights.h5 is a link to
     /dev/full: ENOSPC, as on a full disk) ends the run in one line, the

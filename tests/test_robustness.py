@@ -155,6 +155,7 @@ def test_nan_and_inf_pixels_propagate_like_the_reference():
     assert 0 < np.isnan(ours).sum() < 12 and np.isfinite(ours[..., 2]).all()
 
 
+@pytest.mark.slow
 def test_very_large_image_memory():
     """A 2048x2048x3 image warps on the CPU; the peak resident memory it adds
     stays within a small multiple of the image (48 MiB)."""
@@ -172,6 +173,7 @@ def test_very_large_image_memory():
 # train.py: nothing a user has written is lost -------------------------------
 
 
+@pytest.mark.slow
 def test_unwritable_export_location_fails_before_training():
     # /proc refuses new entries even to root (permission bits do not stop root).
     result = run_cli("--data-dir", str(CIFAR_DIR), "--export", "/proc/gpuaug-export")
@@ -179,6 +181,7 @@ def test_unwritable_export_location_fails_before_training():
     assert "epoch 1" not in result.stdout
 
 
+@pytest.mark.slow
 def test_unwritable_checkpoint_dir_fails_before_training():
     result = run_cli("--data-dir", str(CIFAR_DIR), "--checkpoint-dir", "/proc/gpuaug-checkpoints")
     assert_one_line_error(result, "--checkpoint-dir", "cannot write")
@@ -203,6 +206,7 @@ def test_export_failures_keep_the_previous_export(tmp_path, monkeypatch, code):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
 
 
+@pytest.mark.slow
 def test_corrupted_checkpoint_is_reported_and_kept(tmp_path):
     checkpoints = tmp_path / "checkpoints"
     checkpoints.mkdir()
@@ -214,6 +218,7 @@ def test_corrupted_checkpoint_is_reported_and_kept(tmp_path):
     assert (checkpoints / "latest.weights.h5").read_bytes() == b"not an h5 file"
 
 
+@pytest.mark.slow
 def test_corrupted_checkpoint_metadata(tmp_path):
     (tmp_path / "training_metadata.json").write_text("{broken")
     result = run_cli("--data-dir", str(CIFAR_DIR), "--checkpoint-dir", str(tmp_path))
@@ -221,6 +226,7 @@ def test_corrupted_checkpoint_metadata(tmp_path):
     assert (tmp_path / "training_metadata.json").read_text() == "{broken"
 
 
+@pytest.mark.slow
 def test_unreadable_data_file(tmp_path):
     folder = tmp_path / "cifar-10-batches-py"
     folder.mkdir()

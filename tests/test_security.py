@@ -69,6 +69,7 @@ def test_a_crafted_batch_is_refused_and_runs_nothing(tmp_path, kind):
     assert not marker.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["folder", "archive", "archive inside the folder"])
 def test_train_py_refuses_a_crafted_batch_in_one_line_before_it_runs(tmp_path, where):
     marker = tmp_path / "ran"

@@ -343,6 +343,7 @@ def test_no_boxes_and_empty_batches_pass_through(shape):
         assert tuple(out["images"].shape) == shape[:1] + (8, 8, 3)
 
 
+@pytest.mark.slow
 def test_no_boxes_pass_through_on_jax():
     result = run_python("""
 import numpy as np, jax, gpuaug
@@ -424,6 +425,7 @@ def test_train_with_targets_config_round_trip():
         gpuaug.TrainWithTargets(model, trainer.augmentation, target="masks")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["tensorflow", "jax", "torch"])
 def test_segmentation_trains_with_aligned_masks_in_a_jit_step(backend, tmp_path):
     # Under torch 2.13 a second trainer of another class in one process crashed

@@ -9,6 +9,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO
 
 
@@ -16,6 +18,7 @@ def torch_env():
     return dict(os.environ, KERAS_BACKEND="torch", PYTHONPATH=str(REPO))
 
 
+@pytest.mark.slow
 def test_the_reference_parity_suite_holds_on_pytorch():
     # tests/test_parity.py (every fill mode, order, key, the 1-D sweep with exact
     # equality, brightness's level rule) run as it is, on the torch backend.

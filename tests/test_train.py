@@ -31,8 +31,8 @@ def run_train(*extra):
 
 
 
-@pytest.mark.parametrize("augment, jit", [("gpu", "--jit-compile"), ("generator", "--no-jit-compile"),
-                                          ("none", "--no-jit-compile")])
+@pytest.mark.parametrize("augment, jit", [pytest.param("gpu", "--jit-compile", marks=pytest.mark.slow),
+                                          ("generator", "--no-jit-compile"), ("none", "--no-jit-compile")])
 def test_train_end_to_end(augment, jit, capsys):
     summary = run_train("--augment", augment, jit)
     out = capsys.readouterr().out
@@ -86,6 +86,7 @@ def test_export_is_atomic_and_keeps_the_previous_export(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["export"]
 
 
+@pytest.mark.slow
 def test_resume_from_checkpoint_after_interruption(tmp_path, capsys):
     checkpoints = tmp_path / "checkpoints"
     first = run_train("--epochs", "1", "--checkpoint-dir", str(checkpoints))
@@ -185,6 +186,7 @@ def assert_same_weights(model, weights):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_damaged_latest_checkpoint_resumes_from_the_backup(tmp_path, capsys):
     from models.checkpoints import restore
 

@@ -184,6 +184,7 @@ def test_the_warp_is_computed_once_in_a_tensorflow_training_step(monkeypatch):
     assert fusions() > 1  # the control: without it, XLA duplicates the warp
 
 
+@pytest.mark.slow
 def test_the_warp_is_computed_once_in_a_jax_training_step():
     from conftest import run_python
 
