@@ -223,9 +223,13 @@ def cut_mix_images(images, transformation, dtype="float32"):
 def mix_labels(labels, transformation):
     """Keras' `transform_labels` of MixUp and CutMix (the same rule): label i
     becomes w_i * label_i + (1 - w_i) * label_{p_i}; labels (N, classes),
-    one-hot or soft."""
+    one-hot or soft. Float labels keep their dtype (the weights are cast to
+    it: float16 under a mixed policy); integer labels (one-hot as integers)
+    are mixed as float32."""
+    if "float" not in keras.backend.standardize_dtype(labels.dtype):
+        labels = ops.cast(labels, "float32")
     others = ops.take(labels, transformation["permutation_order"], axis=0)
-    weight = ops.reshape(transformation["mix_weight"], (-1, 1))
+    weight = ops.cast(ops.reshape(transformation["mix_weight"], (-1, 1)), labels.dtype)
     return weight * labels + (1.0 - weight) * others
 
 
@@ -311,6 +315,11 @@ class _Mixing(backend.RunsInTensorFlowGraphs, keras.layers.Layer):
         return {**super().get_config(), "seed": self.seed, "data_format": self.data_format}
 
 
+# MixUp's accepted `alpha`: the Beta draw is computed in float32, where 1e-38
+# gives NaN weights and 1e39 overflows; in between every draw is finite.
+ALPHA_RANGE = (1e-30, 1e30)
+
+
 @keras.saving.register_keras_serializable(package="gpuaug")
 class MixUp(_Mixing):
     """Keras 3's `keras.layers.MixUp`, compiling with XLA on TensorFlow.
@@ -320,8 +329,9 @@ class MixUp(_Mixing):
     w * image_i + (1 - w) * image_j; labels likewise.
 
     Args:
-        alpha: the Beta distribution's concentration, > 0 (Keras' default
-            0.2; smaller: weights nearer 0 or 1, less mixing).
+        alpha: the Beta distribution's concentration, in [1e-30, 1e30]
+            (`ALPHA_RANGE`; Keras' default 0.2; smaller: weights nearer 0
+            or 1, less mixing).
         data_format: "channels_last" or "channels_first" (kept for Keras'
             signature; the blend does not depend on it).
         seed: None or an integer in [0, 2**32 - 1].
@@ -339,8 +349,9 @@ class MixUp(_Mixing):
     def __init__(self, alpha=0.2, data_format=None, seed=None, **kwargs):
         super().__init__(data_format=data_format, seed=seed, **kwargs)
         alpha = config_lib.parse_number("alpha", alpha)
-        if not alpha > 0 or alpha == float("inf"):
-            raise ValueError(f"`alpha` must be a finite number > 0. Received: {alpha!r}")
+        if not ALPHA_RANGE[0] <= alpha <= ALPHA_RANGE[1]:  # beyond it float32 draws underflow or overflow
+            raise ValueError(f"`alpha` must be a number in [{ALPHA_RANGE[0]:g}, {ALPHA_RANGE[1]:g}] (> 0; the "
+                             f"float32 draws stay finite there). Received: {alpha!r}")
         self.alpha = alpha
 
     def _sample(self, shape, seed):
@@ -413,7 +424,9 @@ def _as_class_probabilities(y, predictions):
         return None
     y_shape, p_shape = ops.shape(y), ops.shape(predictions)
     classes = p_shape[-1]
-    sparse = len(y_shape) < len(p_shape) or (len(y_shape) == len(p_shape) and y_shape[-1] == 1 and classes != 1)
+    if classes == 1:  # one output (a sigmoid): the labels are its targets, (N,) or (N, 1)
+        return ops.reshape(y, (-1, 1)) if len(y_shape) < len(p_shape) else y
+    sparse = len(y_shape) < len(p_shape) or (len(y_shape) == len(p_shape) and y_shape[-1] == 1)
     if not sparse:
         return y
     if len(y_shape) == len(p_shape):
@@ -437,7 +450,9 @@ class TrainWithMixing(keras.Model):
     Labels: one-hot or soft (N, classes), or class indices (N,) / (N, 1),
     which become one-hot (depth: the model's output size) in training and
     evaluation alike: compile with `categorical_crossentropy` (and
-    `CategoricalAccuracy`, or "accuracy"), not the sparse forms. Sample
+    `CategoricalAccuracy`, or "accuracy"), not the sparse forms. A model
+    with one output (a sigmoid) takes its targets (N,) or (N, 1) as they
+    are (binary cross-entropy). Integer labels are mixed as float32. Sample
     weights stay with their position in the batch (not mixed).
 
     Args:

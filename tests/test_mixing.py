@@ -406,7 +406,7 @@ def test_seeded_draws_repeat_and_advance():
 
 
 def test_arguments_are_checked():
-    for alpha in (0, -1.0, float("nan"), float("inf"), "0.2", True):
+    for alpha in (0, -1.0, float("nan"), float("inf"), "0.2", True, 1e-39, 1e39):
         with pytest.raises(ValueError, match="alpha"):
             gpuaug.MixUp(alpha=alpha)
     for factor in (1.5, -0.1, (0.2, 1.2), (0.1, 0.2, 0.3), "1"):
@@ -506,3 +506,51 @@ def test_other_backends(backend):
     assert result["fit_mixup"][0] and result["fit_mixup"][1] < 1e-10
     assert result["fit_cutmix"][0] and result["fit_cutmix"][1] < bound**2
     assert result["fit_both"][0] and result["fit_both"][1] < bound**2
+
+
+@pytest.mark.parametrize("alpha", [1e-30, 1e30])
+def test_the_accepted_alphas_edges_draw_finite_weights(alpha):
+    """1e-39 was accepted and drew NaN weights (all images NaN)."""
+    weights = keras.ops.convert_to_numpy(gpuaug.MixUp(alpha=alpha, seed=0).get_random_transformation(
+        np.zeros((256, 4, 4, 3), "float32"))["mix_weight"])
+    assert np.isfinite(weights).all() and ((weights >= 0) & (weights <= 1)).all()
+
+
+def test_binary_targets_of_one_sigmoid_output_are_not_one_hot():
+    """(N,) 0/1 targets against an (N, 1) output were one-hot with depth 1:
+    every target became 1 - target, and the model learned the inverse."""
+    model = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.GlobalAveragePooling2D(),
+                              keras.layers.Dense(1, activation="sigmoid")])
+    x = np.random.default_rng(0).uniform(0, 1, (8, 4, 4, 3)).astype("float32")
+    y = np.array([0, 1] * 4, "float32")
+    expected = float(keras.ops.convert_to_numpy(keras.losses.binary_crossentropy(y[:, None], model(x))).mean())
+    for labels in (y, y[:, None]):
+        trainer = gpuaug.TrainWithMixing(model, gpuaug.MixUp(seed=1))
+        trainer.compile(loss="binary_crossentropy")
+        assert trainer.evaluate(x, labels, verbose=0) == pytest.approx(expected, rel=1e-5)
+
+
+def test_integer_one_hot_labels_mix_as_floats_on_every_backend():
+    """int64 one-hot labels failed in fit on TensorFlow (int64 times float32)."""
+    transformation = gpuaug.MixUp(seed=1).get_random_transformation(np.zeros((4, 2, 2, 1), "float32"))
+    labels = np.eye(2, dtype="int64")[[0, 1, 1, 0]]
+    mixed = mixing.mix_labels(labels, transformation)
+    expected = mixing.mix_labels(labels.astype("float32"), transformation)
+    assert keras.backend.standardize_dtype(mixed.dtype) == "float32"
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(mixed), keras.ops.convert_to_numpy(expected))
+    model = keras.Sequential([keras.Input((2, 2, 1)), keras.layers.Flatten(), keras.layers.Dense(2, "softmax")])
+    trainer = gpuaug.TrainWithMixing(model, gpuaug.MixUp(seed=1))
+    trainer.compile(loss="categorical_crossentropy", jit_compile=False)
+    trainer.fit(np.ones((8, 2, 2, 1), "float32"), np.eye(2, dtype="int64")[[0, 1] * 4], batch_size=4, verbose=0)
+
+
+def test_float16_labels_mix_in_their_dtype():
+    """Under mixed_float16 a dict's float16 labels met float32 weights (an
+    InvalidArgumentError on TensorFlow; Keras' CutMix mixes them)."""
+    transformation = gpuaug.CutMix(seed=1).get_random_transformation(np.zeros((4, 8, 8, 3), "float32"))
+    labels = np.eye(2, dtype="float16")[[0, 1, 0, 1]]
+    mixed = mixing.mix_labels(keras.ops.convert_to_tensor(labels), transformation)
+    assert keras.backend.standardize_dtype(mixed.dtype) == "float16"
+    reference = keras.ops.convert_to_numpy(mixing.mix_labels(labels.astype("float32"), transformation))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(mixed).astype("float32"), reference, atol=1e-3)
+
