@@ -18,8 +18,11 @@ shifts), in one process:
 
 Arguments for every warp: rotation 15, shifts 0.1, shear 10, zoom 0.1,
 horizontal flip (benchmarks.throughput.SETTINGS); the copy path: shifts of
-whole pixels (int 4, the CIFAR "pad and crop" recipe) and the flip. Prints
-tables and writes benchmarks/results/in_step-<backend>.json.
+whole pixels (int 4, the CIFAR "pad and crop" recipe) and the flip. Then
+the copy path followed by `gpuaug.MixUp` (alpha 0.2) or `gpuaug.CutMix`
+(factor (1, 1)) in `gpuaug.TrainWithMixing` (categorical cross-entropy): in
+the step, the whole recipe; alone, the mixing layer by itself. Prints tables
+and writes benchmarks/results/in_step-<backend>.json.
 """
 
 import argparse
@@ -71,21 +74,52 @@ def alone(layer, images, calls=60, repeats=3):
     return best
 
 
+MIXING = {"copy path + MixUp (alpha 0.2)": ("MixUp", dict(alpha=0.2)),
+          "copy path + CutMix (factor (1, 1))": ("CutMix", dict(factor=(1.0, 1.0)))}
+
+
 def contenders():
-    """(name, gather form, RandomTransform arguments) of every warp measured."""
+    """(name, gather form, RandomTransform arguments) of every contender
+    measured; the names of `MIXING` add a mixing layer after the transform."""
     from gpuaug import warp
 
     rows = [(f"warp, {form} gather", form, SETTINGS) for form in warp.GATHER_FORMS]
-    return rows + [("copy path (flip + whole-pixel shifts)", None, COPY_SETTINGS)]
+    return rows + [("copy path (flip + whole-pixel shifts)", None, COPY_SETTINGS),
+                   *((name, None, COPY_SETTINGS) for name in MIXING)]
+
+
+def mixing_layer(name):
+    """The gpuaug mixing layer of contender `name` (seeded)."""
+    import gpuaug
+
+    layer, arguments = MIXING[name]
+    return getattr(gpuaug, layer)(**arguments, seed=0)
+
+
+def build(model_name, shape, name, settings):
+    """The compiled model of a contender: the transform as the network's
+    first layer, or, for a mixing contender, the network inside
+    `TrainWithMixing` with the transform before the mixing."""
+    import keras
+
+    import gpuaug
+    from models.cifar10 import BUILDERS
+
+    transform = [gpuaug.RandomTransform(**settings, seed=0)] if settings else []
+    if name not in MIXING:
+        model = BUILDERS[model_name](transform, input_shape=shape, num_classes=10)
+        loss = "sparse_categorical_crossentropy"
+    else:
+        network = BUILDERS[model_name]([], input_shape=shape, num_classes=10)
+        model = gpuaug.TrainWithMixing(network, mixing_layer(name), augmentation=transform[0], seed=0)
+        loss = "categorical_crossentropy"
+    model.compile(optimizer=keras.optimizers.RMSprop(1e-4), loss=loss, jit_compile=True)
+    return model
 
 
 def in_step(regime, epochs, names=None):
     """{contender: median augmentation seconds per epoch} and the plain epoch's seconds."""
-    import keras
-
-    import gpuaug
     from gpuaug import warp
-    from models.cifar10 import BUILDERS
 
     model_name, shape, batch, steps = REGIMES[regime]
     rng = np.random.default_rng(0)
@@ -98,10 +132,7 @@ def in_step(regime, epochs, names=None):
                 continue
             if form is not None:
                 warp.gather_form = lambda form=form: form
-            augmentation = [gpuaug.RandomTransform(**settings, seed=0)] if settings else []
-            model = BUILDERS[model_name](augmentation, input_shape=shape, num_classes=10)
-            model.compile(optimizer=keras.optimizers.RMSprop(1e-4), loss="sparse_categorical_crossentropy",
-                          jit_compile=True)
+            model = build(model_name, shape, name, settings)
             model.fit(x, y, batch_size=batch, epochs=1, verbose=0)  # traced and compiled with this form
             models[name] = (model, [])
             warp.gather_form = chosen
@@ -140,7 +171,8 @@ def main(argv=None):
                 continue
             if form is not None:
                 warp.gather_form = lambda form=form: form
-            report["alone"][name] = alone(gpuaug.RandomTransform(**settings, seed=0), images)
+            layer = mixing_layer(name) if name in MIXING else gpuaug.RandomTransform(**settings, seed=0)
+            report["alone"][name] = alone(layer, images)
             warp.gather_form = chosen
     finally:
         warp.gather_form = chosen
