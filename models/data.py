@@ -125,7 +125,8 @@ def split_arrays(train, test, seed=0, limit=None, validation_split=None):
     used = len(x) if limit is None else min(limit, len(x))
     n_val = int(used * validation_split) if validation_split else 0  # Keras' validation_split rule
     if used - n_val < 1 or (validation_split and n_val < 1):
-        raise DataError(f"{len(x)} training images are too few for a training and a validation set")
+        counted = f"--limit {limit}: {used}" if used < len(x) else f"{len(x)}"
+        raise DataError(f"{counted} training images are too few for a training and a validation set")
     train_part, val_part = order[: used - n_val], order[used - n_val: used]
     validation = (x[val_part], y[val_part]) if n_val else None
     return (x[train_part], y[train_part]), validation, test

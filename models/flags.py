@@ -5,7 +5,9 @@ argparse (exit 2) naming the flag."""
 
 import argparse
 import copy
+import importlib.util
 import math
+import pathlib
 import re
 import sys
 
@@ -20,10 +22,25 @@ def build_parser():
         description="Train the Keras CIFAR-10 CNN with in-model GPU augmentation (gpuaug).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    for add_flags in (add_data_flags, add_augmentation_flags, add_training_flags, add_cluster_flags,
-                      add_output_flags):
+    for add_flags in (add_data_flags, add_augmentation_flags, add_training_flags, add_output_flags):
         add_flags(parser)
     return parser
+
+
+def argument_table():
+    """`gpuaug.arguments`, the table the augmentation flags come from, loaded
+    without running `gpuaug/__init__.py` (which imports Keras and its
+    backend): `--help` and a flag's error stay instant and need no working
+    backend. It is the same module object `import gpuaug` uses later."""
+    if "gpuaug.arguments" in sys.modules:
+        return sys.modules["gpuaug.arguments"]
+    package = importlib.util.find_spec("gpuaug")  # finds the package, runs nothing of it
+    path = pathlib.Path(next(iter(package.submodule_search_locations))) / "arguments.py"
+    spec = importlib.util.spec_from_file_location("gpuaug.arguments", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["gpuaug.arguments"] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def add_data_flags(parser):
@@ -54,13 +71,11 @@ def add_data_flags(parser):
 def add_augmentation_flags(parser):
     """--augment, then ImageDataGenerator's arguments and gpuaug's beyond
     them, from the one table of `gpuaug.arguments`."""
-    from gpuaug import arguments
-
     augment = parser.add_argument_group("augmentation (ImageDataGenerator's arguments)")
     augment.add_argument("--augment", choices=AUGMENT_CHOICES, default="gpu",
                          help="gpu: gpuaug layers in the model; generator: ImageDataGenerator.flow "
                          "with the same arguments; none: no augmentation")
-    arguments.add_flags(augment)
+    argument_table().add_flags(augment)
 
 
 def add_training_flags(parser):
@@ -83,9 +98,11 @@ def add_training_flags(parser):
                           help="tf.distribute strategy (TensorFlow backend); on JAX, 'mirrored' "
                           "uses keras.distribution.DataParallel over local devices and "
                           "'multiworker' over the devices of every process (multi-host)")
+    add_cluster_flags(parser)
     training.add_argument("--mixup", type=float, default=None, metavar="ALPHA",
                           help="MixUp in the training step (gpuaug.MixUp): each image blended with another of "
-                          "its batch, weight ~ Beta(ALPHA, ALPHA), labels likewise; ALPHA > 0 (0.2 is usual)")
+                          "its batch, weight ~ Beta(ALPHA, ALPHA), labels likewise; ALPHA in [1e-30, 1e30] "
+                          "(0.2 is usual)")
     training.add_argument("--cutmix", type=float, default=None, metavar="ALPHA",
                           help="CutMix in the training step (gpuaug.CutMix with factor (ALPHA, ALPHA)): a box "
                           "of another image pasted in, labels by its area, lambda ~ Beta(ALPHA, ALPHA); ALPHA in "
@@ -94,7 +111,7 @@ def add_training_flags(parser):
 
 
 def add_cluster_flags(parser):
-    """Multi-host JAX."""
+    """Multi-host JAX (--strategy multiworker), a group of its own."""
     cluster = parser.add_argument_group("multi-host JAX (--strategy multiworker on JAX; default: "
                                         "Keras' KERAS_DISTRIBUTION_* variables or JAX's detection)")
     cluster.add_argument("--coordinator-address", default=None, metavar="HOST:PORT",
@@ -128,11 +145,14 @@ def flag(dest):
 
 
 def parse_args(argv=None):
-    """The command line, checked: ranges and paths, then the augmentation
-    (by gpuaug itself), then flags that would be ignored."""
+    """The command line, checked in this order (the first problem is the
+    one reported): sizes and ranges, paths, the seed, the Keras backend,
+    the augmentation (by gpuaug itself), the mixing, then flags that would
+    be ignored."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    for check in (check_numbers, check_paths, check_augmentation, check_mixing):
+    for check in (check_sizes, check_zoom_form, check_learning_rate, check_paths, check_seed, check_backend,
+                  check_augmentation, check_mixing):
         problem = check(args)
         if problem:
             parser.error(problem)
@@ -142,8 +162,8 @@ def parse_args(argv=None):
     return args
 
 
-def check_numbers(args):
-    """The first number flag out of its range, as a line, or None."""
+def check_sizes(args):
+    """The first count or size out of its range, as a line, or None."""
     for name in ("limit", "epochs", "batch_size"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -152,10 +172,18 @@ def check_numbers(args):
         return f"--validation-split must be between 0 and 1, exclusive (got {args.validation_split})"
     if args.image_size is not None and any(size < 1 for size in args.image_size):
         return f"--image-size must be two sizes >= 1 (got {' '.join(map(str, args.image_size))})"
+    return None
+
+
+def check_zoom_form(args):
+    if len(args.zoom_range) > 2:
+        return f"--zoom-range takes Z or LOW HIGH (got {' '.join(map(str, args.zoom_range))})"
+    return None
+
+
+def check_learning_rate(args):
     if not (args.learning_rate > 0 and math.isfinite(args.learning_rate)):
         return f"--learning-rate must be a finite number > 0 (got {args.learning_rate})"
-    if not 0 <= args.seed < 2**32:
-        return f"--seed must be between 0 and 2**32 - 1 (got {args.seed})"
     return None
 
 
@@ -168,13 +196,28 @@ def check_paths(args):
     return None
 
 
+def check_seed(args):
+    if not 0 <= args.seed < 2**32:
+        return f"--seed must be between 0 and 2**32 - 1 (got {args.seed})"
+    return None
+
+
+def check_backend(args):
+    """Keras and its backend load (KERAS_BACKEND names one that is
+    installed), as a line, or None."""
+    try:
+        import keras  # noqa: F401
+    except (ImportError, ValueError) as error:  # Keras raises ValueError for a backend it cannot import
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return f"cannot load Keras' backend ({reason}): set KERAS_BACKEND to tensorflow, jax or torch"
+    return None
+
+
 def check_augmentation(args):
     """The augmentation flags, checked by gpuaug itself before any data is
     read; its messages name the keyword (`rotation_range`), ours the flag."""
     from gpuaug.config import AugmentationConfig
 
-    if len(args.zoom_range) > 2:
-        return f"--zoom-range takes Z or LOW HIGH (got {' '.join(map(str, args.zoom_range))})"
     if len(args.distortion_range) > 2:
         return f"--distortion-range takes K or K K2 (got {' '.join(map(str, args.distortion_range))})"
     if args.augment != "gpu" and (args.perspective_range or any(args.distortion_range)):
@@ -189,8 +232,10 @@ def check_augmentation(args):
 
 def check_mixing(args):
     """--mixup and --cutmix: their ranges, and the topologies that cannot mix."""
-    if args.mixup is not None and not (args.mixup > 0 and math.isfinite(args.mixup)):
-        return f"--mixup must be a finite number > 0 (got {args.mixup})"
+    from gpuaug.mixing import ALPHA_RANGE
+
+    if args.mixup is not None and not ALPHA_RANGE[0] <= args.mixup <= ALPHA_RANGE[1]:
+        return f"--mixup must be in [{ALPHA_RANGE[0]:g}, {ALPHA_RANGE[1]:g}] (got {args.mixup})"
     if args.cutmix is not None and not 0 < args.cutmix <= 1:
         return f"--cutmix must be in (0, 1], the range of Keras' CutMix factor (got {args.cutmix})"
     if (args.mixup is not None or args.cutmix is not None) and args.strategy == "multiworker":
@@ -213,8 +258,7 @@ def mixing_layers(args):
 def check_ignored(args, given):
     """Flags that would be ignored (`given`: the destinations on the command
     line) are refused, as ImageDataGenerator's missing features are."""
-    from gpuaug import arguments
-
+    arguments = argument_table()
     if args.augment == "none":
         ignored = [flag(dest) for dest in arguments.FLAGS if dest in given]
         if ignored:
@@ -231,14 +275,10 @@ def check_ignored(args, given):
 
 def augmentation_arguments(args):
     """ImageDataGenerator's keyword arguments from the command line."""
-    from gpuaug import arguments
-
-    return arguments.from_flags(args, generator=True)
+    return argument_table().from_flags(args, generator=True)
 
 
 def random_transform_arguments(args):
     """RandomTransform's geometry and colour arguments from the command line:
     ImageDataGenerator's, and those it does not have."""
-    from gpuaug import arguments
-
-    return arguments.from_flags(args)
+    return argument_table().from_flags(args)

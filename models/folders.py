@@ -313,7 +313,8 @@ def open_image_folder(path, image_size=(32, 32), seed=0, limit=None, validation_
     n_val = int(used * validation_split) if validation_split else 0
     n_train = used - n_val
     if n_train < 1 or (validation_split and n_val < 1):
-        raise DataError(f"{train_dir}: {total} images are too few for a training set"
+        counted = f"--limit {limit}: {used} of its {total}" if used < available else f"{total}"
+        raise DataError(f"{train_dir}: {counted} images are too few for a training set"
                         + (" and a validation set" if validation_split else "")
                         + (" and a test hold-out" if held_out_count else ""))
     train = _files(files[:n_train], image_size)

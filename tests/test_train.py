@@ -18,7 +18,7 @@ import train
 from conftest import CIFAR_DIR, REPO, assert_one_line_error, run_cli
 from folder_tools import write_image_folder
 from models import outputs as output_checks
-from models.data import DataError, load_data
+from models.data import DataError, load_data, split_arrays
 from models.errors import UsageError
 from models.export import ExportError
 
@@ -424,7 +424,7 @@ def test_zoom_range_takes_one_or_two_numbers():
 def test_too_few_images_for_the_splits_is_one_line(tmp_path):
     write_image_folder(tmp_path, [np.zeros((8, 8, 3), np.uint8)] * 3, [0, 1, 0])
     result = run_cli("--data-dir", str(tmp_path), "--validation-split", "0.1", "--limit", "1")
-    assert_one_line_error(result, "too few for a training set and a validation set")
+    assert_one_line_error(result, "--limit 1: 1 of its 3 images are too few for a training set and a validation set")
 
 
 @pytest.mark.slow
@@ -616,8 +616,9 @@ def test_an_output_inside_a_linked_class_folder_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("flags, fragment", [
-    (["--mixup", "0"], "--mixup must be a finite number > 0 (got 0.0)"),
-    (["--mixup", "inf"], "--mixup must be a finite number > 0 (got inf)"),
+    (["--mixup", "0"], "--mixup must be in [1e-30, 1e+30] (got 0.0)"),
+    (["--mixup", "inf"], "--mixup must be in [1e-30, 1e+30] (got inf)"),
+    (["--mixup", "1e-39"], "--mixup must be in [1e-30, 1e+30] (got 1e-39)"),
     (["--cutmix", "1.5"], "--cutmix must be in (0, 1]"),
     (["--cutmix", "0"], "--cutmix must be in (0, 1]"),
     (["--mixup", "0.2", "--strategy", "multiworker"], "not supported with --strategy multiworker"),
@@ -665,3 +666,41 @@ def test_a_resume_with_other_mixing_is_refused(tmp_path):
                   "--epochs", "2")
     summary = run_train("--model", "tiny", "--mixup", "0.2", "--checkpoint-dir", checkpoints, "--epochs", "2")
     assert [record["epoch"] for record in summary["epochs"]] == [1, 2] and summary["epochs_run"] == 1
+
+
+def test_a_limit_too_small_for_the_splits_names_the_limit():
+    """The message quoted the whole data's count (5000), not the --limit's."""
+    images = np.zeros((50, 2, 2, 3), np.uint8), np.arange(50) % 10
+    with pytest.raises(DataError, match=r"^--limit 5: 5 training images are too few for a training and a valid"):
+        split_arrays(images, images, limit=5, validation_split=0.1)
+    with pytest.raises(DataError, match=r"^50 training images are too few"):
+        split_arrays(images, images, validation_split=0.01)
+
+
+def test_help_and_flag_errors_load_no_backend():
+    """--help took 3.5 s and printed TensorFlow's log lines (the flag table
+    was imported through gpuaug/__init__.py, which imports Keras); with an
+    unusable KERAS_BACKEND it was a traceback."""
+    env = dict(os.environ, KERAS_BACKEND="bogus")
+    result = run_cli("--help", timeout=60, env=env)
+    assert result.returncode == 0 and result.stderr == "" and "--rotation-range" in result.stdout
+    usage = result.stdout.split("\n\n")[0]
+    assert usage.index("--strategy") < usage.index("--process-id") < usage.index("--verbose")  # as before
+    assert_one_line_error(run_cli("--epochs", "0", timeout=60, env=env), "--epochs must be >= 1 (got 0)")
+    assert_one_line_error(run_cli("--data-dir", "/nonexistent", timeout=60, env=env),
+                          "cannot load Keras' backend (Unable to import backend : bogus)")
+
+
+@pytest.mark.parametrize("flags, first", [
+    (["--zoom-range", "1", "2", "3", "--learning-rate", "0"], "--zoom-range takes Z or LOW HIGH"),
+    (["--zoom-range", "1", "2", "3", "--data-dir", ""], "--zoom-range takes Z or LOW HIGH"),
+    (["--zoom-range", "1", "2", "3", "--seed", "-1"], "--zoom-range takes Z or LOW HIGH"),
+    (["--seed", "-1", "--data-dir", ""], "--data-dir needs a path"),
+    (["--learning-rate", "0", "--data-dir", ""], "--learning-rate must be a finite number > 0"),
+])
+def test_the_first_problem_reported_is_the_one_it_was(flags, first, capsys):
+    """The order train.py's checks had before the command line moved to models/flags.py."""
+    with pytest.raises(SystemExit):
+        train.parse_args(flags)
+    assert first in capsys.readouterr().err.strip().splitlines()[-1]
+
