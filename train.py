@@ -63,7 +63,7 @@ def run(args):
     evaluate, export."""
     import keras
 
-    from models import outputs, topologies
+    from models import outputs, runs, topologies
 
     check_requirements(args)
     # TensorFlow's collective ops must be configured before TensorFlow runs
@@ -78,9 +78,11 @@ def run(args):
         if args.export and topology.chief:
             prepare_export(args.export)
         splits, train_count, feeds = share_and_feed(args, splits, topology)
+        # What defines the run, recorded in its checkpoints and checked on resume.
+        definition = runs.run_definition(args, splits, topology) if args.checkpoint_dir else None
         with contextlib.closing(feeds):
-            model, restored = build_model(args, splits, topology)
-            report = epoch_report(args, splits, topology, feeds, train_count, restored)
+            model, restored = build_model(args, splits, topology, definition)
+            report = epoch_report(args, topology, feeds, train_count, restored, definition, validation_split(splits))
             announce(args, splits, topology, model, train_count)
             with explained_training_errors(args, splits):
                 train(args, splits, topology, feeds, model, report, train_count)
@@ -153,8 +155,9 @@ def share_and_feed(args, splits, topology):
     return splits, train_count, feeds
 
 
-def build_model(args, splits, topology):
-    """The compiled model (in the topology's scope), its checkpoint restored;
+def build_model(args, splits, topology, definition=None):
+    """The compiled model (in the topology's scope), its checkpoint restored
+    (with --checkpoint-dir; `definition`: this run's, `runs.run_definition`);
     returns (model, the `Restored` state or None). With --mixup or --cutmix
     the model is a `gpuaug.TrainWithMixing` around the network, which then
     runs the RandomTransform on each image before the mixing."""
@@ -175,10 +178,9 @@ def build_model(args, splits, topology):
         model.compile(**compile_arguments(args, topology, mixed=bool(mixing)))
         restored = None
         if args.checkpoint_dir:
-            run = runs.run_definition(args, splits, topology)
             restored = runs.restore(model, args.checkpoint_dir, repair=topology.chief,
-                                    check_run=lambda recorded: runs.check_same_run(args, run, recorded))
-            runs.continue_run(args, run, restored, model)
+                                    check_run=lambda recorded: runs.check_same_run(args, definition, recorded))
+            runs.continue_run(args, definition, restored, model)
     return model, restored
 
 
@@ -227,20 +229,19 @@ def validation_split(splits):
     return "validation" if splits.validation is not None else "test"
 
 
-def epoch_report(args, splits, topology, feeds, train_count, restored):
-    """The `models.report.EpochReport` of this run: it saves the checkpoint
-    and rewrites --metrics-json after every epoch (on the chief)."""
+def epoch_report(args, topology, feeds, train_count, restored, definition, name):
+    """The `models.report.EpochReport` of this run (validating on the split
+    `name`): it saves the checkpoint (recording `definition`) and rewrites
+    --metrics-json after every epoch (on the chief)."""
     from models import runs
     from models.report import EpochReport
 
-    name = validation_split(splits)
     metrics_file = args.metrics_json if topology.chief else None
     # The epochs already done: from the checkpoint (which records them with the
     # state it saves), else (a checkpoint of an earlier gpuaug) from FILE.
     earlier = (restored.history if restored and restored.run is not None
                else runs.earlier_epoch_records(metrics_file, restored.epochs if restored else 0))
     saver = topology.checkpoint_saver(args.checkpoint_dir) if args.checkpoint_dir else None
-    definition = saver and runs.run_definition(args, splits, topology)
     save = saver and (lambda model, epochs, history: saver(model, epochs, run=definition, history=history))
     return EpochReport(train_count, name, metrics_file, earlier,
                        lambda logs: topology.corrected(logs, name, "val_"), save=save,

@@ -363,8 +363,7 @@ class RandomTransform(backend.RunsInTensorFlowGraphs, keras.layers.Layer):
         transformation = self.get_random_transformation(images)
         # One geometry per call (matrices, lens and, for boxes and keypoints,
         # the inverse), which `_geometry` gives the images and every target.
-        geometry = geometry_lib.geometry(transformation, height, width, shift_axes=self.augmentation.shift_axes,
-                                         center=self.augmentation.center)
+        geometry = self._geometry(transformation, height, width)
         if boxes in data or keypoints in data:
             geometry = geometry.with_inverse(height, width)
         self.__dict__["_call_geometry"] = (transformation, (height, width), geometry)  # not a tracked attribute

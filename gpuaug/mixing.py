@@ -32,6 +32,7 @@ import keras
 from gpuaug import backend, config as config_lib
 from gpuaug.backend import ops, random
 from gpuaug.distribute import ReplicaSeedGenerator, current_seed_generator
+from gpuaug.training import TargetsFromPredictions
 
 # A call draws one seed from the layer's generator (which advances once);
 # each of its random calls takes that seed plus k * STREAM_OFFSET on both
@@ -435,7 +436,7 @@ def _as_class_probabilities(y, predictions):
 
 
 @keras.saving.register_keras_serializable(package="gpuaug")
-class TrainWithMixing(keras.Model):
+class TrainWithMixing(TargetsFromPredictions, keras.Model):
     """Fits `model` on mixed images and labels (MixUp, CutMix) with
     `fit(x, y)`, mixing inside the compiled training step.
 
@@ -529,14 +530,6 @@ class TrainWithMixing(keras.Model):
         if mixed and y is not None:
             y = mix_labels(y, y_pred)
         return y, predictions
-
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        y, y_pred = self._targets(y, y_pred)
-        return super().compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training)
-
-    def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        y, y_pred = self._targets(y, y_pred)
-        return super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
     def get_config(self):
         serialize = keras.saving.serialize_keras_object

@@ -24,8 +24,23 @@ DEFAULT_TARGET = targets.SEGMENTATION_MASKS
 TARGETS = (DEFAULT_TARGET,) + tuple(key for key in targets.MOVED if key != DEFAULT_TARGET)
 
 
+class TargetsFromPredictions:
+    """For a `keras.Model` whose `call` returns more than its predictions
+    (the targets moved with the images, a mixing draw): Keras' loss and
+    metrics run on `self._targets(y, y_pred)`, the (targets, predictions)
+    pair the subclass derives from the batch's `y` and what `call` returned."""
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        y, y_pred = self._targets(y, y_pred)
+        return super().compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training)
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        y, y_pred = self._targets(y, y_pred)
+        return super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+
 @keras.saving.register_keras_serializable(package="gpuaug")
-class TrainWithTargets(keras.Model):
+class TrainWithTargets(TargetsFromPredictions, keras.Model):
     """Fits `model` on images and targets augmented together.
 
     Args:
@@ -74,18 +89,10 @@ class TrainWithTargets(keras.Model):
         return {"predictions": self.model(data[targets.IMAGES], training=training), "targets": data[self.target]}
 
     @staticmethod
-    def _unpack(y, y_pred):
+    def _targets(y, y_pred):
         if isinstance(y_pred, dict) and "targets" in y_pred:
             return y_pred["targets"], y_pred["predictions"]
         return y, y_pred
-
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        y, y_pred = self._unpack(y, y_pred)
-        return super().compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training)
-
-    def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        y, y_pred = self._unpack(y, y_pred)
-        return super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
     def get_config(self):
         return {**super().get_config(), "model": keras.saving.serialize_keras_object(self.model),
