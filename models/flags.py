@@ -13,6 +13,7 @@ import sys
 
 AUGMENT_CHOICES = ("gpu", "generator", "none")
 STRATEGIES = ("default", "mirrored", "multiworker")
+TRAINING_BACKENDS = ("tensorflow", "jax", "torch")
 PATH_FLAGS = ("data_dir", "cache", "export", "checkpoint_dir", "metrics_json")
 
 
@@ -203,14 +204,22 @@ def check_seed(args):
 
 
 def check_backend(args):
-    """Keras and its backend load (KERAS_BACKEND names one that is
-    installed), as a line, or None."""
+    """Keras and its backend load and can train (KERAS_BACKEND names
+    TensorFlow, JAX or PyTorch, installed), as a line, or None."""
     try:
-        import keras  # noqa: F401
+        import keras
     except (ImportError, ValueError) as error:  # Keras raises ValueError for a backend it cannot import
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        return f"cannot load Keras' backend ({reason}): set KERAS_BACKEND to tensorflow, jax or torch"
+        return f"cannot load Keras' backend ({reason}): set KERAS_BACKEND to {_choices(TRAINING_BACKENDS)}"
+    if keras.backend.backend() not in TRAINING_BACKENDS:  # numpy, openvino: inference only, no fit
+        return (f"Keras' {keras.backend.backend()} backend cannot train (no fit): set KERAS_BACKEND to "
+                f"{_choices(TRAINING_BACKENDS)}")
     return None
+
+
+def _choices(names):
+    """("a", "b", "c") -> "a, b or c"."""
+    return ", ".join(names[:-1]) + " or " + names[-1]
 
 
 def check_augmentation(args):

@@ -689,6 +689,9 @@ def test_help_and_flag_errors_load_no_backend():
     assert_one_line_error(run_cli("--epochs", "0", timeout=60, env=env), "--epochs must be >= 1 (got 0)")
     assert_one_line_error(run_cli("--data-dir", "/nonexistent", timeout=60, env=env),
                           "cannot load Keras' backend (Unable to import backend : bogus)")
+    # A backend that loads but has no fit was a traceback after the data loaded and the model was built.
+    assert_one_line_error(run_cli("--data-dir", "/nonexistent", timeout=120, env=dict(env, KERAS_BACKEND="numpy")),
+                          "Keras' numpy backend cannot train (no fit): set KERAS_BACKEND to tensorflow, jax or torch")
 
 
 @pytest.mark.parametrize("flags, first", [
